@@ -1,0 +1,263 @@
+"""The `shipper` command line.
+
+Exit codes: 0 success; 1 unexpected error; 2 configuration invalid; 3 Elasticsearch or MLflow
+unreachable or refusing; 4 an asset of someone else's is in the way of `setup`; 5 a write failed
+after all retries (nothing was checkpointed; run again).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from shipper import __version__
+from shipper.config import Settings, env_name, load_settings
+from shipper.errors import ConnectivityError, ShipperError
+
+log = logging.getLogger("shipper")
+
+
+class Context:
+    def __init__(self, config_file: Path | None, log_format: str | None) -> None:
+        self.config_file = config_file
+        self.log_format = log_format
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file)
+            if self.log_format:
+                self._settings = self._settings.model_copy(update={"log_format": self.log_format})
+            from shipper import logs
+
+            logs.configure(self._settings.log_format.value, self._settings.log_level)
+        return self._settings
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="shipper")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file of settings (environment variables SHIPPER_* win over it).",
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Overrides SHIPPER_LOG_FORMAT.")
+@click.pass_context
+def main_group(ctx: click.Context, config_file: Path | None, log_format: str | None) -> None:
+    """Ship MLflow and Azure Machine Learning telemetry into Elasticsearch.
+
+    Typical use: `shipper validate`, `shipper check`, `shipper setup`, then `shipper sync` once or
+    `shipper run` as a service. MLflow is read from MLFLOW_TRACKING_URI.
+    """
+    ctx.obj = Context(config_file, log_format)
+
+
+def _fail(exc: ShipperError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _client_and_capabilities(settings: Settings) -> tuple[Any, Any]:
+    from shipper.sink.client import build_client, probe
+
+    client = build_client(settings)
+    return client, probe(client)
+
+
+@main_group.command()
+@pass_context
+def validate(ctx: Context) -> None:
+    """Check the configuration offline: every problem is listed with its fix.
+
+    Exit 0 when valid, 2 otherwise. Contacts nothing.
+    """
+    try:
+        settings = ctx.settings
+    except ShipperError as exc:
+        _fail(exc)
+        return
+    click.echo("configuration is valid")
+    # model_dump keeps SecretStr values, whose str() is masked: secrets never print.
+    for name, value in settings.model_dump().items():
+        click.echo(f"  {env_name(name)}={'' if value is None else value}")
+
+
+@main_group.command()
+@pass_context
+def check(ctx: Context) -> None:
+    """Check connectivity and capabilities: Elasticsearch version, ILM, security, credentials, MLflow.
+
+    Exit 0 when everything answers, 3 when something does not.
+    """
+    try:
+        settings = ctx.settings
+        _client, caps = _client_and_capabilities(settings)
+        click.echo(
+            f"elasticsearch: {caps.version} ({caps.distribution}); ILM: {'yes' if caps.ilm else 'no'}; "
+            f"security: {'on' if caps.security else 'off'}"
+        )
+        if caps.major < 8:
+            raise ConnectivityError(f"Elasticsearch {caps.version} is too old; 8.x or newer is needed")
+        from shipper.sources.mlflow_tracking import MlflowSource
+
+        source = MlflowSource()
+        source.ping()
+        click.echo(f"mlflow: {source.tracking_uri} answers")
+    except ShipperError as exc:
+        _fail(exc)
+
+
+@main_group.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@pass_context
+def setup(ctx: Context, dry_run: bool) -> None:
+    """Install or upgrade the Elasticsearch assets the shipper manages.
+
+    Index templates (with an empty `@custom` component template per family that is yours),
+    ingest pipelines, and retention: an ILM policy where the cluster has ILM, otherwise the data
+    stream lifecycle for logs and `shipper run`'s retention pass for time-partitioned indices.
+    Idempotent: a second run changes nothing and says so.
+    """
+    from shipper.setup.installer import install
+
+    try:
+        settings = ctx.settings
+        client, caps = _client_and_capabilities(settings)
+        changes = install(
+            client, caps, settings.retention_days, settings.logs_retention_days, dry_run=dry_run
+        )
+    except ShipperError as exc:
+        _fail(exc)
+        return
+    changed = [c for c in changes if c.action in ("create", "update")]
+    for change in changes:
+        if change.action != "unchanged" or dry_run:
+            click.echo(
+                ("would " if dry_run and change.action in ("create", "update") else "") + change.describe()
+            )
+    if not caps.ilm:
+        click.echo(
+            "note: this cluster has no ILM; retention uses the data stream lifecycle and `shipper run`"
+        )
+    if not changed:
+        click.echo(f"all {len(changes)} assets are up to date; nothing changed")
+    elif dry_run:
+        click.echo(f"{len(changed)} of {len(changes)} assets would change (dry run: nothing changed)")
+    else:
+        click.echo(f"{len(changed)} of {len(changes)} assets changed")
+
+
+def _engine(settings: Settings, progress: bool) -> Any:
+    from shipper.sink.bulk import BulkWriter
+    from shipper.sources.mlflow_tracking import MlflowSource
+    from shipper.sync.engine import Progress, SyncEngine
+
+    client, caps = _client_and_capabilities(settings)
+    writer = BulkWriter(
+        client,
+        max_actions=settings.bulk_max_actions,
+        max_bytes=settings.bulk_max_bytes,
+        max_retry_seconds=settings.bulk_max_retry_seconds,
+        ilm=caps.ilm,
+    )
+    source = MlflowSource()
+    source.ping()
+    return SyncEngine(source, client, writer, settings, Progress() if progress else None), caps
+
+
+def _emit(summary: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(summary.as_dict()).decode())
+    else:
+        click.echo(summary.line())
+
+
+@main_group.command()
+@click.option(
+    "--full", is_flag=True, help="Ignore checkpoints and ship everything again (overwrites; no duplicates)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the pass summary as JSON.")
+@pass_context
+def sync(ctx: Context, full: bool, as_json: bool) -> None:
+    """One pass: ship what changed in MLflow since the last pass (everything the first time).
+
+    Experiments, runs (params, tags, latest metrics), every metric point of every run, registered
+    model versions and MLflow 3 logged models. Filters: SHIPPER_MLFLOW_EXPERIMENTS,
+    SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS, SHIPPER_MLFLOW_SINCE.
+    """
+    try:
+        engine, _ = _engine(ctx.settings, progress=True)
+        stop = _stop_on_signals()
+        summary = engine.run_pass(full=full, stop=stop)
+    except ShipperError as exc:
+        _fail(exc)
+        return
+    _emit(summary, as_json)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT ask the current pass to finish its batch and stop."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second signal: stop now
+            raise SystemExit(128 + signum)
+        log.info("received %s; finishing the current batch, then exiting", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+@main_group.command()
+@click.option(
+    "--interval", type=float, help="Seconds between passes (default SHIPPER_SYNC_INTERVAL_SECONDS)."
+)
+@pass_context
+def run(ctx: Context, interval: float | None) -> None:
+    """Poll MLflow until stopped: a sync pass, a pause, again.
+
+    On SIGTERM or Ctrl-C the current batch is finished and checkpointed, then it exits 0.
+    Without ILM it also deletes time-partitioned indices older than SHIPPER_RETENTION_DAYS.
+    """
+    from shipper.sync.retention import prune
+
+    try:
+        settings = ctx.settings
+        engine, caps = _engine(settings, progress=False)
+    except ShipperError as exc:
+        _fail(exc)
+        return
+    stop = _stop_on_signals()
+    pause = interval if interval is not None else settings.sync_interval_seconds
+    failures = 0
+    while not stop.is_set():
+        try:
+            summary = engine.run_pass(stop=stop)
+            log.info("%s", summary.line())
+            if not caps.ilm:
+                for index in prune(engine.client, settings.retention_days):
+                    log.info("retention: deleted %s", index)
+            failures = 0
+        except ShipperError as exc:
+            failures += 1
+            log.error("sync pass failed (%d in a row): %s", failures, exc)
+        stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
+    log.info("stopped")
+
+
+def main() -> None:
+    main_group(prog_name="shipper")

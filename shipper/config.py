@@ -1,0 +1,245 @@
+"""Every setting of the shipper, in one typed place.
+
+Each field is read from an environment variable ``SHIPPER_<FIELD NAME IN UPPER CASE>`` or from an
+optional TOML file (``--config`` / ``SHIPPER_CONFIG_FILE``); the environment wins over the file.
+Unknown keys are errors in both places, so a typo never silently falls back to a default.
+Secrets are ``SecretStr``: they never print, log or appear in ``repr``.
+
+MLflow's own ``MLFLOW_TRACKING_URI`` (and its auth variables) configure the MLflow source; they are
+read by the MLflow client, not here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shipper.errors import ConfigError
+
+ENV_PREFIX = "SHIPPER_"
+# Variables with this prefix belong to scripts/stack, not to the shipper.
+_FOREIGN_PREFIXES = ("SHIPPER_STACK_",)
+CONFIG_FILE_ENV = "SHIPPER_CONFIG_FILE"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    """The shipper's configuration. Field docs are the configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+        env_parse_none_str="",
+    )
+
+    # --- Elasticsearch -------------------------------------------------------------------------
+    elasticsearch_url: str = Field(
+        default="http://localhost:9200",
+        description="Elasticsearch URL; several may be given comma-separated.",
+    )
+    elasticsearch_api_key: SecretStr | None = Field(
+        default=None, description="API key (the encoded form Kibana shows, or id:key)."
+    )
+    elasticsearch_username: str | None = Field(default=None, description="Basic-auth user.")
+    elasticsearch_password: SecretStr | None = Field(default=None, description="Basic-auth password.")
+    elasticsearch_bearer_token: SecretStr | None = Field(
+        default=None, description="OAuth2/Entra bearer token for Elasticsearch."
+    )
+    elasticsearch_ca_certs: Path | None = Field(
+        default=None, description="PEM file of the CA that signed Elasticsearch's certificate."
+    )
+    elasticsearch_verify_certs: bool = Field(
+        default=True,
+        description="Verify Elasticsearch's TLS certificate. Turn off only for a throwaway test cluster.",
+    )
+    elasticsearch_request_timeout: float = Field(default=60.0, gt=0, description="Seconds per request.")
+
+    # --- Kibana --------------------------------------------------------------------------------
+    kibana_url: str | None = Field(default=None, description="Kibana URL, for importing saved objects.")
+
+    # --- Webhook -------------------------------------------------------------------------------
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret(s) of the Event Grid webhook; comma-separated to accept several "
+        "during a rotation.",
+    )
+
+    # --- MLflow source -------------------------------------------------------------------------
+    mlflow_experiments: list[str] = Field(
+        default_factory=list,
+        description="Only these experiments (names or ids, comma-separated). Empty: all.",
+    )
+    mlflow_exclude_experiments: list[str] = Field(
+        default_factory=list, description="Never these experiments (names or ids, comma-separated)."
+    )
+    mlflow_since: datetime | None = Field(
+        default=None, description="Only runs started at or after this time (ISO 8601)."
+    )
+    sync_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Pause between passes of `shipper run`."
+    )
+
+    # --- Writing -------------------------------------------------------------------------------
+    bulk_max_actions: int = Field(default=5000, ge=1, description="Documents per bulk request.")
+    bulk_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Upper bound of one bulk request body, bytes."
+    )
+    bulk_max_retry_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a bulk request is retried on 429/5xx/connection errors before the pass "
+        "fails (checkpoints stay where they were, so nothing is lost).",
+    )
+    retention_days: int = Field(
+        default=730,
+        ge=1,
+        description="Age after which time-partitioned indices (metrics, events) are deleted: by ILM "
+        "where the cluster has it, else by `shipper run`'s retention pass.",
+    )
+    logs_retention_days: int = Field(default=90, ge=1, description="Retention of the scoring-log stream.")
+
+    # --- Service -------------------------------------------------------------------------------
+    log_format: LogFormat = Field(default=LogFormat.TEXT, description="`text` or `json`.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    @field_validator("mlflow_experiments", "mlflow_exclude_experiments", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("elasticsearch_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        for url in value.split(","):
+            url = url.strip()
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{url!r} is not an http(s) URL; write it as https://host:9200 (scheme included)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        given = [
+            name
+            for name, present in (
+                ("SHIPPER_ELASTICSEARCH_API_KEY", self.elasticsearch_api_key is not None),
+                ("SHIPPER_ELASTICSEARCH_USERNAME", self.elasticsearch_username is not None),
+                ("SHIPPER_ELASTICSEARCH_BEARER_TOKEN", self.elasticsearch_bearer_token is not None),
+            )
+            if present
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive; set only one way to log in")
+        if (self.elasticsearch_username is None) != (self.elasticsearch_password is None):
+            raise ValueError(
+                "SHIPPER_ELASTICSEARCH_USERNAME and SHIPPER_ELASTICSEARCH_PASSWORD go together; set both"
+            )
+        if self.elasticsearch_ca_certs is not None and not self.elasticsearch_ca_certs.is_file():
+            raise ValueError(
+                f"SHIPPER_ELASTICSEARCH_CA_CERTS={self.elasticsearch_ca_certs} is not a readable file; "
+                "point it at the PEM file of the CA"
+            )
+        overlap = set(self.mlflow_experiments) & set(self.mlflow_exclude_experiments)
+        if overlap:
+            raise ValueError(
+                f"experiments {sorted(overlap)} are both included and excluded; "
+                "remove them from one of SHIPPER_MLFLOW_EXPERIMENTS / SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS"
+            )
+        return self
+
+    def webhook_secrets(self) -> list[SecretStr]:
+        if self.webhook_secret is None:
+            return []
+        raw = self.webhook_secret.get_secret_value()
+        return [SecretStr(part.strip()) for part in raw.split(",") if part.strip()]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the config file, passed in by load_settings) is weakest, the environment strongest.
+        return (env_settings, init_settings)
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
+    known = {env_name(name) for name in Settings.model_fields} | {CONFIG_FILE_ENV}
+    problems = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_FOREIGN_PREFIXES) or upper in known:
+            continue
+        hint = difflib.get_close_matches(upper, sorted(known), n=1)
+        fix = f"did you mean {hint[0]}?" if hint else "remove it; `shipper validate --help` lists them"
+        problems.append(f"{key}: unknown setting; {fix}")
+    return problems
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist; fix the path or unset it"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path} is not valid TOML: {exc}"]) from None
+    # The file may use either `elasticsearch_url` or the environment spelling.
+    normalised: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.lower()
+        if name.startswith(ENV_PREFIX.lower()):
+            name = name[len(ENV_PREFIX) :]
+        normalised[name] = value
+    return normalised
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read settings from the environment (and a TOML file); raise ConfigError listing every
+    problem, each with its fix."""
+    environ = dict(os.environ)
+    problems = _unknown_env_keys(environ)
+    file_path = config_file or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
+    file_values = _read_file(file_path) if file_path else {}
+    for key in sorted(set(file_values) - set(Settings.model_fields)):
+        hint = difflib.get_close_matches(key, sorted(Settings.model_fields), n=1)
+        problems.append(
+            f"{key} (in {file_path}): unknown setting; "
+            + (f"did you mean {hint[0]}?" if hint else "remove it")
+        )
+        file_values.pop(key)
+    try:
+        settings = Settings(**file_values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            label = env_name(where) if where else "settings"
+            problems.append(f"{label}: {error['msg']}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings

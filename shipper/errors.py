@@ -1,0 +1,37 @@
+"""The shipper's exceptions.
+
+    ShipperError                 base of everything the shipper raises on purpose
+    ├── ConfigError              settings are wrong; lists every problem with its fix (exit 2)
+    ├── ConnectivityError        Elasticsearch or MLflow cannot be reached or refuses us (exit 3)
+    ├── AssetConflictError       something not managed by the shipper is in the way of `setup` (exit 4)
+    └── WriteError               Elasticsearch would not take a batch after all retries (exit 5);
+                                 checkpoints did not move, so the next pass repeats the work
+
+Every message says what failed, the value involved, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class ShipperError(Exception):
+    exit_code = 1
+
+
+class ConfigError(ShipperError):
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class ConnectivityError(ShipperError):
+    exit_code = 3
+
+
+class AssetConflictError(ShipperError):
+    exit_code = 4
+
+
+class WriteError(ShipperError):
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""`shipper setup`: the Elasticsearch assets the shipper manages, and their installation."""

@@ -1,0 +1,405 @@
+"""Definitions of every Elasticsearch asset the shipper manages.
+
+Each family gets `<family>@mappings` and `<family>@settings` component templates that the shipper
+owns and upgrades, plus an empty `<family>@custom` one that users own: the shipper creates it once
+and never touches it again. Composable index templates tie them together.
+
+Mappings are guarded against explosion: params, tags, metric keys and Azure ML properties are
+user-defined and unbounded, so they live in `subobjects: false` objects (a tag `a` and a tag `a.b`
+cannot clash), strings are keywords capped by `ignore_above`, and fields past the limit are
+ignored instead of rejecting the document (`ignore_dynamic_beyond_limit`).
+
+Bump ASSET_VERSION whenever any definition here changes: `shipper setup` replaces assets whose
+stored version is older.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shipper.setup import names
+
+ASSET_VERSION = 1
+MANAGED_BY = "shipper"
+
+Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
+
+
+@dataclass(frozen=True)
+class Asset:
+    kind: Kind
+    name: str
+    body: dict[str, Any]
+    # User-owned assets are created when missing and never changed afterwards.
+    user_owned: bool = False
+    requires_ilm: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _meta(description: str) -> dict[str, Any]:
+    return {"managed_by": MANAGED_BY, "managed": True, "description": description}
+
+
+KEYWORD = {"type": "keyword", "ignore_above": 1024}
+DATE = {"type": "date"}
+LONG = {"type": "long"}
+DOUBLE = {"type": "double"}
+
+
+def _obj(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": properties}
+
+
+def _free_form() -> dict[str, Any]:
+    """An object of user-defined keys whose dots are part of the name, not nesting; the value
+    types come from DYNAMIC_TEMPLATES."""
+    return {"type": "object", "subobjects": False, "dynamic": True}
+
+
+DYNAMIC_TEMPLATES: list[dict[str, Any]] = [
+    {"params": {"path_match": "mlflow.params.*", "mapping": KEYWORD}},
+    {"tags": {"path_match": ["mlflow.tags.*", "ml.model.tags.*"], "mapping": KEYWORD}},
+    {"metrics": {"path_match": "mlflow.metrics.*", "mapping": DOUBLE}},
+    {"metrics_nonfinite": {"path_match": "mlflow.metrics_nonfinite.*", "mapping": KEYWORD}},
+    {"strings_as_keywords": {"match_mapping_type": "string", "mapping": KEYWORD}},
+]
+
+MODEL_FIELDS = _obj(
+    name=KEYWORD,
+    version=KEYWORD,
+    # Registries use strings for versions; this numeric twin sorts 10 after 9.
+    version_number=LONG,
+    aliases=KEYWORD,
+    stage=KEYWORD,
+    status=KEYWORD,
+    kind=KEYWORD,
+    id=KEYWORD,
+    source=KEYWORD,
+    description={"type": "text"},
+    last_updated=DATE,
+    tags=_free_form(),
+)
+
+EXPERIMENT_FIELDS = _obj(id=KEYWORD, name=KEYWORD)
+
+COMMON_SETTINGS: dict[str, Any] = {
+    "index": {
+        "number_of_shards": 1,
+        "auto_expand_replicas": "0-1",
+        "mapping": {
+            "total_fields": {"limit": 3000, "ignore_dynamic_beyond_limit": True},
+            "ignore_malformed": True,
+        },
+    }
+}
+
+FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
+    names.METRICS_FAMILY: {
+        "dynamic": True,
+        "date_detection": False,
+        "dynamic_templates": DYNAMIC_TEMPLATES,
+        "properties": {
+            "@timestamp": DATE,
+            "event": _obj(ingested=DATE, kind=KEYWORD),
+            "mlflow": _obj(
+                experiment=EXPERIMENT_FIELDS,
+                run=_obj(id=KEYWORD, name=KEYWORD),
+                metric=_obj(
+                    key=KEYWORD,
+                    value=DOUBLE,
+                    step=LONG,
+                    # NaN and ±Infinity: `value` is absent, this says which one it was.
+                    value_nonfinite=KEYWORD,
+                ),
+            ),
+            "ml": _obj(model=MODEL_FIELDS),
+        },
+    },
+    names.RUNS_INDEX: {
+        "dynamic": True,
+        "date_detection": False,
+        "dynamic_templates": DYNAMIC_TEMPLATES,
+        "properties": {
+            "@timestamp": DATE,
+            "event": _obj(ingested=DATE, duration=LONG),
+            "user": _obj(name=KEYWORD),
+            "mlflow": _obj(
+                experiment=EXPERIMENT_FIELDS,
+                run=_obj(
+                    id=KEYWORD,
+                    name=KEYWORD,
+                    status=KEYWORD,
+                    user=KEYWORD,
+                    start_time=DATE,
+                    end_time=DATE,
+                    duration_ms=LONG,
+                    lifecycle_stage=KEYWORD,
+                    artifact_uri={"type": "keyword", "index": False},
+                    updated_at=DATE,
+                ),
+                params=_free_form(),
+                tags=_free_form(),
+                metrics=_free_form(),
+                metrics_nonfinite=_free_form(),
+            ),
+            "ml": _obj(model=MODEL_FIELDS),
+            "azureml": {"type": "object", "dynamic": True},
+            # Which source wrote which part of the entity, and how new its view was.
+            "mlops": _obj(versions={"type": "object", "enabled": False}),
+        },
+    },
+    names.MODELS_INDEX: {
+        "dynamic": True,
+        "date_detection": False,
+        "dynamic_templates": DYNAMIC_TEMPLATES,
+        "properties": {
+            "@timestamp": DATE,
+            "event": _obj(ingested=DATE),
+            "user": _obj(name=KEYWORD),
+            "mlflow": _obj(
+                experiment=EXPERIMENT_FIELDS,
+                run=_obj(id=KEYWORD, name=KEYWORD),
+                metrics=_free_form(),
+                metrics_nonfinite=_free_form(),
+            ),
+            "ml": _obj(model=MODEL_FIELDS),
+            "mlops": _obj(versions={"type": "object", "enabled": False}),
+        },
+    },
+    names.EVENTS_FAMILY: {
+        "dynamic": True,
+        "date_detection": False,
+        "dynamic_templates": DYNAMIC_TEMPLATES,
+        "properties": {
+            "@timestamp": DATE,
+            "event": _obj(
+                id=KEYWORD, action=KEYWORD, kind=KEYWORD, ingested=DATE, created=DATE, dataset=KEYWORD
+            ),
+            "azureml": _obj(
+                workspace=_obj(name=KEYWORD),
+                subscription_id=KEYWORD,
+                resource_group=KEYWORD,
+                run=_obj(id=KEYWORD, status=KEYWORD, type=KEYWORD),
+                experiment=_obj(name=KEYWORD, id=KEYWORD),
+                pipeline=_obj(run_id=KEYWORD),
+            ),
+            "ml": _obj(model=MODEL_FIELDS),
+            "mlops": _obj(raw={"type": "object", "enabled": False}),
+        },
+    },
+    names.DEAD_LETTER_INDEX: {
+        "dynamic": False,
+        "properties": {
+            "@timestamp": DATE,
+            "error": _obj(type=KEYWORD, message={"type": "match_only_text"}),
+            "http": _obj(response=_obj(status_code=LONG)),
+            "mlops": _obj(
+                dead_letter=_obj(
+                    index=KEYWORD,
+                    id=KEYWORD,
+                    operation=KEYWORD,
+                    source=KEYWORD,
+                    original={"type": "text", "index": False},
+                )
+            ),
+        },
+    },
+    names.STATE_INDEX: {
+        "dynamic": False,
+        "properties": {
+            "kind": KEYWORD,
+            "updated_at": DATE,
+            "state": {"type": "object", "enabled": False},
+        },
+    },
+}
+
+# family -> (index patterns, partitioned by month?, retention by the shipper's ILM policy?)
+FAMILIES: dict[str, tuple[list[str], bool]] = {
+    names.METRICS_FAMILY: ([f"{names.METRICS_FAMILY}-*"], True),
+    names.EVENTS_FAMILY: ([f"{names.EVENTS_FAMILY}-*"], True),
+    names.RUNS_INDEX: ([names.RUNS_INDEX], False),
+    names.MODELS_INDEX: ([names.MODELS_INDEX], False),
+    names.DEAD_LETTER_INDEX: ([names.DEAD_LETTER_INDEX], False),
+    names.STATE_INDEX: ([names.STATE_INDEX], False),
+}
+
+INGESTED_PIPELINE = "mlops-ingested"
+# Templates of ours must win over Elasticsearch's built-ins (priority 100 for logs-*-*).
+TEMPLATE_PRIORITY = 300
+
+
+def ilm_policy_name(family: str) -> str:
+    return family
+
+
+def build_assets(
+    retention_days: int, logs_retention_days: int, has_ilm: bool, scoring: Any = None
+) -> list[Asset]:
+    """All assets, in install order (dependencies first)."""
+    assets: list[Asset] = [
+        Asset(
+            "ingest_pipeline",
+            INGESTED_PIPELINE,
+            {
+                "description": "Stamps event.ingested on shipper documents",
+                "version": ASSET_VERSION,
+                "_meta": _meta("event.ingested for documents written by the shipper"),
+                "processors": [
+                    {
+                        "set": {
+                            "field": "event.ingested",
+                            "value": "{{{_ingest.timestamp}}}",
+                            "tag": "ingested",
+                        }
+                    }
+                ],
+            },
+        )
+    ]
+    for family, (patterns, partitioned) in FAMILIES.items():
+        if partitioned and has_ilm:
+            assets.append(
+                Asset(
+                    "ilm_policy",
+                    ilm_policy_name(family),
+                    {
+                        "_meta": _meta(f"retention of {family}") | {"version": ASSET_VERSION},
+                        "phases": {
+                            "hot": {"min_age": "0ms", "actions": {}},
+                            "delete": {"min_age": f"{retention_days}d", "actions": {"delete": {}}},
+                        },
+                    },
+                    requires_ilm=True,
+                )
+            )
+        settings: dict[str, Any] = {"index": dict(COMMON_SETTINGS["index"])}
+        if family not in (names.STATE_INDEX, names.DEAD_LETTER_INDEX):
+            settings["index"]["default_pipeline"] = INGESTED_PIPELINE
+        if partitioned and has_ilm:
+            settings["index"]["lifecycle"] = {"name": ilm_policy_name(family)}
+        assets += [
+            Asset(
+                "component_template",
+                f"{family}@settings",
+                {
+                    "version": ASSET_VERSION,
+                    "_meta": _meta(f"settings of {family}"),
+                    "template": {"settings": settings},
+                },
+            ),
+            Asset(
+                "component_template",
+                f"{family}@mappings",
+                {
+                    "version": ASSET_VERSION,
+                    "_meta": _meta(f"mappings of {family}"),
+                    "template": {"mappings": FAMILY_MAPPINGS[family]},
+                },
+            ),
+            Asset(
+                "component_template",
+                f"{family}@custom",
+                {
+                    "_meta": {
+                        "description": f"Yours: settings and mappings added to {family}; "
+                        "the shipper never changes it."
+                    },
+                    "template": {},
+                },
+                user_owned=True,
+            ),
+            Asset(
+                "index_template",
+                family,
+                {
+                    "version": ASSET_VERSION,
+                    "_meta": _meta(f"{family} documents"),
+                    "index_patterns": patterns,
+                    "priority": TEMPLATE_PRIORITY,
+                    "composed_of": [f"{family}@settings", f"{family}@mappings", f"{family}@custom"],
+                    "ignore_missing_component_templates": [f"{family}@custom"],
+                },
+            ),
+        ]
+    if scoring is not None:
+        assets += scoring_assets(scoring, logs_retention_days, has_ilm)
+    return assets
+
+
+def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool) -> list[Asset]:
+    """The scoring-log data stream: its ingest pipeline runs as the default pipeline, so Filebeat
+    can write straight to Elasticsearch."""
+    family = "logs-mlops.scoring"
+    pipeline = scoring.scoring_pipeline()
+    assets: list[Asset] = [Asset("ingest_pipeline", scoring.SCORING_PIPELINE_ID, pipeline)]
+    template: dict[str, Any] = {
+        "settings": {
+            "index": {
+                "default_pipeline": scoring.SCORING_PIPELINE_ID,
+                "mapping": {"total_fields": {"limit": 2000, "ignore_dynamic_beyond_limit": True}},
+            }
+        }
+    }
+    if has_ilm:
+        assets.append(
+            Asset(
+                "ilm_policy",
+                family,
+                {
+                    "_meta": _meta("retention of the scoring logs") | {"version": ASSET_VERSION},
+                    "phases": {
+                        "hot": {
+                            "min_age": "0ms",
+                            "actions": {"rollover": {"max_age": "30d", "max_primary_shard_size": "50gb"}},
+                        },
+                        "delete": {"min_age": f"{logs_retention_days}d", "actions": {"delete": {}}},
+                    },
+                },
+                requires_ilm=True,
+            )
+        )
+        template["settings"]["index"]["lifecycle"] = {"name": family}
+    else:
+        # Without ILM the data stream lifecycle (part of the free distribution) keeps retention.
+        template["lifecycle"] = {"data_retention": f"{logs_retention_days}d"}
+    assets += [
+        Asset(
+            "component_template",
+            f"{family}@settings",
+            {"version": ASSET_VERSION, "_meta": _meta("settings of the scoring logs"), "template": template},
+        ),
+        Asset(
+            "component_template",
+            f"{family}@mappings",
+            {
+                "version": ASSET_VERSION,
+                "_meta": _meta("mappings of the scoring logs"),
+                "template": {"mappings": scoring.scoring_mappings()},
+            },
+        ),
+        Asset(
+            "component_template",
+            f"{family}@custom",
+            {
+                "_meta": {"description": "Yours: added to the scoring logs. The shipper never changes it."},
+                "template": {},
+            },
+            user_owned=True,
+        ),
+        Asset(
+            "index_template",
+            family,
+            {
+                "version": ASSET_VERSION,
+                "_meta": _meta("scoring-script logs"),
+                "index_patterns": [scoring.SCORING_INDEX_PATTERN],
+                "data_stream": {},
+                "priority": TEMPLATE_PRIORITY,
+                "composed_of": [f"{family}@settings", f"{family}@mappings", f"{family}@custom"],
+                "ignore_missing_component_templates": [f"{family}@custom"],
+            },
+        ),
+    ]
+    return assets

@@ -1,0 +1,210 @@
+"""The MLflow tracking server, behind the small interface the sync engine needs.
+
+Works with any tracking URI the MLflow client understands: an HTTP server, a local sqlite or file
+store, or an Azure ML workspace's `azureml://` URI when the azureml-mlflow plugin is installed.
+Every request is counted in `shipper_mlflow_requests_total{kind=...}`, which is also how tests and
+benchmarks prove that a no-op pass read no metric history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from shipper import telemetry
+from shipper.errors import ConnectivityError
+from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
+
+log = logging.getLogger(__name__)
+
+RUNS_PAGE = 1000
+MODELS_PAGE = 1000
+
+
+class MlflowSource:
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        from mlflow import MlflowClient  # imported late: it is the slowest import we have
+
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = self._client.tracking_uri
+        self.requests: dict[str, int] = {}
+
+    def _count(self, kind: str) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+        telemetry.MLFLOW_REQUESTS.labels(kind=kind).inc()
+
+    def ping(self) -> int:
+        """Raise ConnectivityError unless the server answers; return the number of experiments seen."""
+        try:
+            page = self._client.search_experiments(max_results=1)
+        except Exception as exc:  # the client raises many types; all mean "not reachable/usable"
+            raise ConnectivityError(
+                f"cannot read the MLflow tracking server at {self.tracking_uri} ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); check MLFLOW_TRACKING_URI and its credentials"
+            ) from None
+        return len(page)
+
+    def experiments(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Experiment]:
+        from mlflow.entities import ViewType
+
+        found: list[Experiment] = []
+        token = None
+        while True:
+            self._count("search_experiments")
+            page = self._client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+            found += [Experiment(id=str(e.experiment_id), name=str(e.name)) for e in page]
+            token = page.token
+            if not token:
+                break
+        wanted = set(include)
+        unwanted = set(exclude)
+        selected = [
+            e
+            for e in found
+            if (not wanted or e.id in wanted or e.name in wanted) and not ({e.id, e.name} & unwanted)
+        ]
+        unknown = wanted - {e.id for e in found} - {e.name for e in found}
+        if unknown:
+            log.warning("experiments %s named in SHIPPER_MLFLOW_EXPERIMENTS do not exist", sorted(unknown))
+        return sorted(selected, key=lambda e: e.id)
+
+    def runs(self, experiment_ids: Sequence[str], since: datetime | None = None) -> Iterator[Run]:
+        from mlflow.entities import ViewType
+
+        if not experiment_ids:
+            return
+        filter_string = ""
+        if since is not None:
+            filter_string = f"attributes.start_time >= {int(since.timestamp() * 1000)}"
+        token = None
+        while True:
+            self._count("search_runs")
+            page = self._client.search_runs(
+                experiment_ids=list(experiment_ids),
+                filter_string=filter_string,
+                run_view_type=ViewType.ALL,
+                max_results=RUNS_PAGE,
+                # A stable order keeps pages consistent while runs are being created.
+                order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+                page_token=token,
+            )
+            for run in page:
+                yield run_record(run)
+            token = page.token
+            if not token:
+                break
+
+    def run(self, run_id: str) -> Run | None:
+        self._count("get_run")
+        try:
+            return run_record(self._client.get_run(run_id))
+        except Exception as exc:
+            log.warning("source run %s of a model version cannot be read: %s", run_id, str(exc)[:200])
+            return None
+
+    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        self._count("get_metric_history")
+        return [
+            MetricPoint(key=m.key, value=float(m.value), timestamp=int(m.timestamp), step=int(m.step or 0))
+            for m in self._client.get_metric_history(run_id, key)
+        ]
+
+    def model_versions(self) -> list[ModelVersion]:
+        found: list[ModelVersion] = []
+        token = None
+        while True:
+            self._count("search_model_versions")
+            page = self._client.search_model_versions(max_results=MODELS_PAGE, page_token=token)
+            found += [model_version_record(mv) for mv in page]
+            token = page.token
+            if not token:
+                break
+        return found
+
+    def logged_models(self, experiment_ids: Sequence[str]) -> list[LoggedModel]:
+        """MLflow 3 logged models; empty where the server predates them."""
+        if not experiment_ids or not hasattr(self._client, "search_logged_models"):
+            return []
+        found: list[LoggedModel] = []
+        token = None
+        try:
+            while True:
+                self._count("search_logged_models")
+                page = self._client.search_logged_models(
+                    experiment_ids=list(experiment_ids), max_results=100, page_token=token
+                )
+                found += [logged_model_record(m) for m in page]
+                token = page.token
+                if not token:
+                    break
+        except Exception as exc:
+            log.info("this tracking server has no logged models API (%s); skipping them", str(exc)[:120])
+            return []
+        return found
+
+
+def _metric(m: Any) -> MetricPoint:
+    return MetricPoint(key=m.key, value=float(m.value), timestamp=int(m.timestamp), step=int(m.step or 0))
+
+
+def run_record(run: Any) -> Run:
+    info, data = run.info, run.data
+    metric_objs = getattr(data, "_metric_objs", None)
+    if metric_objs is not None:
+        latest = {m.key: _metric(m) for m in metric_objs}
+    else:  # pragma: no cover - older clients expose only key -> value
+        latest = {k: MetricPoint(k, float(v), 0, 0) for k, v in data.metrics.items()}
+    return Run(
+        id=str(info.run_id),
+        name=str(info.run_name or ""),
+        experiment_id=str(info.experiment_id),
+        status=str(info.status),
+        start_time=info.start_time,
+        end_time=info.end_time,
+        user=info.user_id or None,
+        lifecycle_stage=str(info.lifecycle_stage or "active"),
+        artifact_uri=info.artifact_uri,
+        params=dict(data.params),
+        tags=dict(data.tags),
+        latest_metrics=latest,
+    )
+
+
+def model_version_record(mv: Any) -> ModelVersion:
+    return ModelVersion(
+        name=str(mv.name),
+        version=str(mv.version),
+        creation_timestamp=int(mv.creation_timestamp or 0),
+        last_updated_timestamp=mv.last_updated_timestamp,
+        run_id=mv.run_id or None,
+        stage=mv.current_stage or None,
+        status=mv.status or None,
+        description=mv.description or None,
+        source=mv.source or None,
+        user=mv.user_id or None,
+        aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
+        tags=dict(mv.tags or {}),
+    )
+
+
+def logged_model_record(m: Any) -> LoggedModel:
+    status = getattr(m, "status", None)
+    return LoggedModel(
+        id=str(m.model_id),
+        name=str(m.name),
+        experiment_id=str(m.experiment_id),
+        creation_timestamp=int(m.creation_timestamp or 0),
+        last_updated_timestamp=m.last_updated_timestamp,
+        source_run_id=m.source_run_id or None,
+        status=str(getattr(status, "name", status)) if status is not None else None,
+        model_type=m.model_type or None,
+        tags=dict(m.tags or {}),
+        params=dict(m.params or {}),
+    )
+
+
+def is_finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))

@@ -1,0 +1,72 @@
+"""Plain records of what a source read, independent of any client library's classes.
+
+Transforms take these and return Elasticsearch documents; tests build them from golden JSON.
+Times are epoch milliseconds, as MLflow keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    name: str
+    experiment_id: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    user: str | None = None
+    lifecycle_stage: str = "active"
+    artifact_uri: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    # The latest point of each metric key, as the tracking server reports it with the run.
+    latest_metrics: dict[str, MetricPoint] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    creation_timestamp: int
+    last_updated_timestamp: int | None
+    run_id: str | None
+    stage: str | None = None
+    status: str | None = None
+    description: str | None = None
+    source: str | None = None
+    user: str | None = None
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """An MLflow 3 logged model (a model artifact tracked apart from registry versions)."""
+
+    id: str
+    name: str
+    experiment_id: str
+    creation_timestamp: int
+    last_updated_timestamp: int | None
+    source_run_id: str | None
+    status: str | None = None
+    model_type: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""MLflow -> Elasticsearch synchronisation: passes, checkpoints, and the polling loop."""

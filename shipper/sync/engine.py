@@ -1,0 +1,320 @@
+"""One sync pass: read what changed in MLflow, write it, then move the checkpoints.
+
+Cost model (what makes a no-op pass cheap): a pass lists experiments, runs (pages of 1,000, with
+each run's latest metric values) and model versions. A run whose document would be unchanged is
+skipped without further reads. For a changed run, only metric keys whose latest point changed are
+read in full, and only points newer than the checkpoint are written; a run whose status changed
+(e.g. it finished) has all its keys re-read once, which also catches points logged out of order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import orjson
+from elasticsearch import Elasticsearch
+
+from shipper import telemetry
+from shipper.config import Settings
+from shipper.setup.names import METRICS_FAMILY, MODELS_INDEX
+from shipper.sink.bulk import BulkResult, BulkWriter
+from shipper.sources.mlflow_tracking import MlflowSource
+from shipper.sources.records import Experiment, MetricPoint, Run
+from shipper.sync.state import (
+    KeyCheckpoint,
+    ModelsCheckpoint,
+    RunCheckpoint,
+    load_models_checkpoint,
+    load_run_checkpoints,
+    models_state_action,
+    run_state_action,
+)
+from shipper.transforms.mlflow_docs import (
+    ModelLink,
+    logged_model_write,
+    metric_point_action,
+    model_links,
+    model_version_write,
+    run_write,
+)
+
+log = logging.getLogger(__name__)
+
+RELINK_SCRIPT = "if (params.ml == null) { ctx._source.remove('ml'); } else { ctx._source.ml = params.ml; }"
+
+
+def fingerprint(value: Any) -> str:
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str)
+    return base64.urlsafe_b64encode(hashlib.blake2b(raw, digest_size=12).digest()).decode()
+
+
+def _latest_fp(point: MetricPoint) -> str:
+    return f"{point.timestamp}:{point.step}:{point.value!r}"
+
+
+@dataclass
+class PassSummary:
+    experiments: int = 0
+    runs_seen: int = 0
+    runs_unchanged: int = 0
+    runs_written: int = 0
+    points_written: int = 0
+    models_written: int = 0
+    models_deleted: int = 0
+    history_reads: int = 0
+    relinked_runs: int = 0
+    writes: BulkResult = field(default_factory=BulkResult)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def line(self) -> str:
+        return (
+            f"sync pass: {self.experiments} experiments, {self.runs_seen} runs "
+            f"({self.runs_written} written, {self.runs_unchanged} unchanged), "
+            f"{self.points_written} metric points, {self.models_written} model documents"
+            f" ({self.models_deleted} deleted), {self.history_reads} history reads, "
+            f"{self.writes.written} writes, {self.writes.dead_lettered} dead-lettered, "
+            f"{self.seconds:.1f}s" + (" (stopped early)" if self.stopped_early else "")
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "writes"}
+        data["writes"] = dict(self.writes.__dict__)
+        return data
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._last = 0.0
+
+    def update(self, summary: PassSummary) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.2:
+            return
+        self._last = now
+        self.stream.write(
+            f"\r  runs {summary.runs_seen:,} ({summary.runs_written:,} changed)  "
+            f"points {summary.points_written:,}  "
+        )
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+@dataclass
+class _Batch:
+    """Actions waiting to be written, and the checkpoints that may move once they are."""
+
+    engine: SyncEngine
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    relinks: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+
+    def add(self, actions: list[dict[str, Any]]) -> None:
+        self.actions += actions
+        if len(self.actions) >= self.engine.settings.bulk_max_actions:
+            self.flush()
+
+    def complete(self, checkpoint: dict[str, Any], relink: tuple[str, dict[str, Any] | None] | None) -> None:
+        self.checkpoints.append(checkpoint)
+        if relink is not None:
+            self.relinks.append(relink)
+
+    def flush(self) -> None:
+        engine = self.engine
+        if self.actions:
+            engine.summary.writes.add(engine.writer.write(self.actions))
+            self.actions = []
+        if self.relinks:
+            engine.relink(self.relinks)
+            self.relinks = []
+        if self.checkpoints:
+            engine.writer.write(self.checkpoints)
+            self.checkpoints = []
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        source: MlflowSource,
+        client: Elasticsearch,
+        writer: BulkWriter,
+        settings: Settings,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.writer = writer
+        self.settings = settings
+        self.progress = progress
+        self.clock = clock
+        self.summary = PassSummary()
+
+    def run_pass(self, full: bool = False, stop: threading.Event | None = None) -> PassSummary:
+        started = time.monotonic()
+        self.summary = summary = PassSummary()
+        stamp = int(self.clock() * 1000)
+        checkpoints = {} if full else load_run_checkpoints(self.client)
+        all_experiments = {e.id: e for e in self.source.experiments()}
+        selected = self.source.experiments(
+            self.settings.mlflow_experiments, self.settings.mlflow_exclude_experiments
+        )
+        summary.experiments = len(selected)
+        versions = self.source.model_versions()
+        links = model_links(versions)
+        batch = _Batch(self)
+        runs: dict[str, Run] = {}
+        try:
+            for run in self.source.runs([e.id for e in selected], self.settings.mlflow_since):
+                runs[run.id] = run
+                self._sync_run(
+                    run,
+                    all_experiments[run.experiment_id],
+                    links.get(run.id, ModelLink()),
+                    checkpoints.get(run.id),
+                    batch,
+                    stamp,
+                )
+                if self.progress is not None:
+                    self.progress.update(summary)
+                if stop is not None and stop.is_set():
+                    summary.stopped_early = True
+                    break
+            batch.flush()
+            if not summary.stopped_early:
+                self._sync_models(versions, runs, all_experiments, [e.id for e in selected], full, stamp)
+        finally:
+            if self.progress is not None:
+                self.progress.done()
+        summary.seconds = time.monotonic() - started
+        telemetry.SYNC_PASSES.labels(outcome="ok").inc()
+        telemetry.DOCUMENTS.labels(family="mlflow", outcome="written").inc(summary.writes.written)
+        telemetry.DOCUMENTS.labels(family="mlflow", outcome="noop").inc(summary.writes.noop)
+        telemetry.DOCUMENTS.labels(family="mlflow", outcome="dead_lettered").inc(summary.writes.dead_lettered)
+        return summary
+
+    def _sync_run(
+        self,
+        run: Run,
+        experiment: Experiment,
+        link: ModelLink,
+        checkpoint: RunCheckpoint | None,
+        batch: _Batch,
+        stamp: int,
+    ) -> None:
+        summary = self.summary
+        summary.runs_seen += 1
+        entity = run_write(run, experiment, link, stamp)
+        run_fp = fingerprint(entity.doc)
+        link_fp = fingerprint(link.fields())
+        if checkpoint is not None and checkpoint.fingerprint == run_fp:
+            summary.runs_unchanged += 1
+            return
+        keys = dict(checkpoint.keys) if checkpoint is not None else {}
+        reread_all = checkpoint is None or checkpoint.status != run.status
+        for key, latest in sorted(run.latest_metrics.items()):
+            known = keys.get(key)
+            if known is not None and known.latest == _latest_fp(latest) and not reread_all:
+                continue
+            history = self.source.metric_history(run.id, key)
+            summary.history_reads += 1
+            fresh = history
+            if known is not None:
+                mark = (known.last_timestamp, known.last_step)
+                newer = [p for p in history if (p.timestamp, p.step) > mark]
+                # Points inserted before the mark (logged out of order): send the whole history;
+                # the deterministic ids make the repeats overwrites.
+                fresh = newer if known.count + len(newer) == len(history) else history
+            for start in range(0, len(fresh), 10_000):
+                batch.add(
+                    [metric_point_action(run, experiment, p, link) for p in fresh[start : start + 10_000]]
+                )
+            summary.points_written += len(fresh)
+            if history:
+                newest = max(history, key=lambda p: (p.timestamp, p.step))
+                keys[key] = KeyCheckpoint(len(history), newest.timestamp, newest.step, _latest_fp(latest))
+        batch.add([entity.action()])
+        summary.runs_written += 1
+        relink = None
+        if (
+            checkpoint is not None
+            and checkpoint.link != link_fp
+            and any(k.count for k in checkpoint.keys.values())
+        ):
+            relink = (run.id, link.fields().get("model"))
+            summary.relinked_runs += 1
+        batch.complete(
+            run_state_action(RunCheckpoint(run.id, run.experiment_id, run_fp, run.status, link_fp, keys)),
+            relink,
+        )
+
+    def relink(self, relinks: list[tuple[str, dict[str, Any] | None]]) -> None:
+        """Points shipped before their run's model version existed (or an alias moved) get the new
+        `ml.model.*` values; points written in this pass already carry them."""
+        pattern = f"{METRICS_FAMILY}-*"
+        self.client.indices.refresh(index=pattern, ignore_unavailable=True, allow_no_indices=True)
+        for run_id, model in relinks:
+            self.client.update_by_query(
+                index=pattern,
+                query={"term": {"mlflow.run.id": run_id}},
+                script={
+                    "source": RELINK_SCRIPT,
+                    "lang": "painless",
+                    "params": {"ml": {"model": model} if model else None},
+                },
+                conflicts="proceed",
+                refresh=True,
+                allow_no_indices=True,
+                ignore_unavailable=True,
+            )
+
+    def _sync_models(
+        self,
+        versions: list[Any],
+        runs: dict[str, Run],
+        experiments: dict[str, Experiment],
+        experiment_ids: list[str],
+        full: bool,
+        stamp: int,
+    ) -> None:
+        checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client)
+        current: dict[str, str] = {}
+        actions: list[dict[str, Any]] = []
+        writes = []
+        for mv in versions:
+            source_run = runs.get(mv.run_id) if mv.run_id else None
+            if source_run is None and mv.run_id:
+                source_run = self.source.run(mv.run_id)
+            experiment = experiments.get(source_run.experiment_id) if source_run else None
+            writes.append(model_version_write(mv, source_run, experiment, stamp))
+        for lm in self.source.logged_models(experiment_ids):
+            writes.append(logged_model_write(lm, experiments.get(lm.experiment_id), stamp))
+        for write in writes:
+            doc_fp = fingerprint(write.doc)
+            current[write.id] = doc_fp
+            if checkpoint.documents.get(write.id) != doc_fp:
+                actions.append(write.action())
+        self.summary.models_written = len(actions)
+        for gone in sorted(set(checkpoint.documents) - set(current)):
+            actions.append({"_op_type": "delete", "_index": MODELS_INDEX, "_id": gone})
+            self.summary.models_deleted += 1
+        if not actions:
+            return
+        self.summary.writes.add(self.writer.write(actions))
+        self.writer.write([models_state_action(ModelsCheckpoint(current))])

@@ -1,0 +1,99 @@
+"""Sync checkpoints, kept in Elasticsearch (`mlops-shipper-state`).
+
+One document per run (`run:<id>`) says what of that run is already in Elasticsearch: a fingerprint
+of everything the run document is made of, and for each metric key how many points were shipped and
+the newest one. One document (`models`) holds the fingerprints of the model documents. A checkpoint
+is written only after the data it describes was written, so a crash at any moment leads to a
+repeat (overwrites with the same `_id`s), never to a gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError, helpers
+
+from shipper.setup.names import STATE_INDEX
+
+MODELS_STATE_ID = "models"
+
+
+@dataclass
+class KeyCheckpoint:
+    count: int
+    last_timestamp: int
+    last_step: int
+    latest: str  # fingerprint of the latest point as the server reported it with the run
+
+
+@dataclass
+class RunCheckpoint:
+    run_id: str
+    experiment_id: str
+    fingerprint: str
+    status: str
+    link: str
+    keys: dict[str, KeyCheckpoint] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunCheckpoint:
+        keys = {k: KeyCheckpoint(**v) for k, v in state.get("keys", {}).items()}
+        return cls(
+            run_id=state["run_id"],
+            experiment_id=state["experiment_id"],
+            fingerprint=state["fingerprint"],
+            status=state.get("status", ""),
+            link=state.get("link", ""),
+            keys=keys,
+        )
+
+
+@dataclass
+class ModelsCheckpoint:
+    documents: dict[str, str] = field(default_factory=dict)  # _id -> fingerprint
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def run_state_action(checkpoint: RunCheckpoint) -> dict[str, Any]:
+    return {
+        "_op_type": "index",
+        "_index": STATE_INDEX,
+        "_id": f"run:{checkpoint.run_id}",
+        "_source": {"kind": "run", "updated_at": _now(), "state": asdict(checkpoint)},
+    }
+
+
+def models_state_action(checkpoint: ModelsCheckpoint) -> dict[str, Any]:
+    return {
+        "_op_type": "index",
+        "_index": STATE_INDEX,
+        "_id": MODELS_STATE_ID,
+        "_source": {"kind": "models", "updated_at": _now(), "state": asdict(checkpoint)},
+    }
+
+
+def load_run_checkpoints(client: Elasticsearch) -> dict[str, RunCheckpoint]:
+    if not client.indices.exists(index=STATE_INDEX):
+        return {}
+    found: dict[str, RunCheckpoint] = {}
+    hits: Iterable[dict[str, Any]] = helpers.scan(
+        client, index=STATE_INDEX, query={"query": {"term": {"kind": "run"}}}, size=2000
+    )
+    for hit in hits:
+        checkpoint = RunCheckpoint.from_state(hit["_source"]["state"])
+        found[checkpoint.run_id] = checkpoint
+    return found
+
+
+def load_models_checkpoint(client: Elasticsearch) -> ModelsCheckpoint:
+    try:
+        doc = client.get(index=STATE_INDEX, id=MODELS_STATE_ID)
+    except NotFoundError:
+        return ModelsCheckpoint()
+    return ModelsCheckpoint(**doc["_source"]["state"])

@@ -1,0 +1,307 @@
+"""MLflow records -> Elasticsearch documents. Pure functions: no I/O, no clock.
+
+Field names follow DESIGN.md's data contract. Non-finite metric values (NaN, ±Infinity), which
+MLflow accepts and an Elasticsearch double does not, are kept visibly: the numeric field is left
+out and a keyword field says which value it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shipper.setup.names import MODELS_INDEX, RUNS_INDEX, metrics_index
+from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
+
+MAX_ID_BYTES = 512
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def nonfinite_label(value: float) -> str | None:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return None
+
+
+def version_number(version: str) -> int | None:
+    return int(version) if version.isdigit() and len(version) < 19 else None
+
+
+def _hash_id(*parts: str) -> str:
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=18).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def metric_point_id(run_id: str, point: MetricPoint) -> str:
+    """The natural key of a metric point: run, key, step, timestamp."""
+    return _hash_id(run_id, point.key, str(point.step), str(point.timestamp))
+
+
+def model_version_id(name: str, version: str) -> str:
+    readable = f"{name}/{version}"
+    return readable if len(readable.encode()) <= MAX_ID_BYTES else _hash_id(name, version)
+
+
+def logged_model_id(model_id: str) -> str:
+    return f"logged/{model_id}"
+
+
+@dataclass(frozen=True)
+class ModelLink:
+    """The registered versions a run produced: what every metric point of that run is split by."""
+
+    names: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        if not self.refs:
+            return {}
+        model: dict[str, Any] = {
+            "name": _one_or_many(self.names),
+            "version": _one_or_many(self.versions),
+            "ref": _one_or_many(self.refs),
+        }
+        numbers = [n for n in (version_number(v) for v in self.versions) if n is not None]
+        if numbers:
+            model["version_number"] = _one_or_many(tuple(numbers))
+        if self.aliases:
+            model["aliases"] = list(self.aliases)
+        return {"model": model}
+
+
+def _one_or_many(values: tuple[Any, ...]) -> Any:
+    return values[0] if len(values) == 1 else list(values)
+
+
+def model_links(versions: Iterable[ModelVersion]) -> dict[str, ModelLink]:
+    """run id -> the registered model versions whose source is that run."""
+    by_run: dict[str, list[ModelVersion]] = {}
+    for mv in versions:
+        if mv.run_id:
+            by_run.setdefault(mv.run_id, []).append(mv)
+    links = {}
+    for run_id, mvs in by_run.items():
+        mvs.sort(key=lambda m: (m.name, version_number(m.version) or 0, m.version))
+        links[run_id] = ModelLink(
+            names=tuple(dict.fromkeys(m.name for m in mvs)),
+            versions=tuple(m.version for m in mvs),
+            aliases=tuple(sorted({a for m in mvs for a in m.aliases})),
+            refs=tuple(f"{m.name}:{m.version}" for m in mvs),
+        )
+    return links
+
+
+def metric_point_action(
+    run: Run, experiment: Experiment, point: MetricPoint, link: ModelLink
+) -> dict[str, Any]:
+    metric: dict[str, Any] = {"key": point.key, "step": point.step}
+    label = nonfinite_label(point.value)
+    if label is None:
+        metric["value"] = point.value
+    else:
+        metric["value_nonfinite"] = label
+    source: dict[str, Any] = {
+        "@timestamp": iso(point.timestamp),
+        "mlflow": {
+            "experiment": {"id": experiment.id, "name": experiment.name},
+            "run": {"id": run.id, "name": run.name},
+            "metric": metric,
+        },
+    }
+    ml = link.fields()
+    if ml:
+        source["ml"] = ml
+    return {
+        "_op_type": "index",
+        "_index": metrics_index(point.timestamp),
+        "_id": metric_point_id(run.id, point),
+        "_source": source,
+    }
+
+
+def _metric_maps(points: Iterable[MetricPoint]) -> tuple[dict[str, float], dict[str, str]]:
+    finite: dict[str, float] = {}
+    other: dict[str, str] = {}
+    for point in points:
+        label = nonfinite_label(point.value)
+        if label is None:
+            finite[point.key] = point.value
+        else:
+            other[point.key] = label
+    return finite, other
+
+
+def run_document(run: Run, experiment: Experiment, link: ModelLink) -> dict[str, Any]:
+    """The MLflow-owned part of a run entity (`mlflow.*`, `ml.*`, `user`, `event`, `@timestamp`)."""
+    finite, nonfinite = _metric_maps(run.latest_metrics.values())
+    run_fields: dict[str, Any] = {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "lifecycle_stage": run.lifecycle_stage,
+        "start_time": iso(run.start_time),
+        "end_time": iso(run.end_time),
+    }
+    if run.user:
+        run_fields["user"] = run.user
+    if run.artifact_uri:
+        run_fields["artifact_uri"] = run.artifact_uri
+    event: dict[str, Any] = {"kind": "state"}
+    if run.start_time is not None and run.end_time is not None:
+        run_fields["duration_ms"] = run.end_time - run.start_time
+        event["duration"] = (run.end_time - run.start_time) * 1_000_000
+    mlflow: dict[str, Any] = {
+        "experiment": {"id": experiment.id, "name": experiment.name},
+        "run": run_fields,
+        "params": dict(run.params),
+        "tags": dict(run.tags),
+        "metrics": finite,
+    }
+    if nonfinite:
+        mlflow["metrics_nonfinite"] = nonfinite
+    doc: dict[str, Any] = {"@timestamp": iso(run.start_time), "mlflow": mlflow, "event": event}
+    if run.user:
+        doc["user"] = {"name": run.user}
+    doc["ml"] = link.fields() or None
+    return doc
+
+
+def model_version_document(
+    mv: ModelVersion, source_run: Run | None, experiment: Experiment | None
+) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "kind": "registered",
+        "name": mv.name,
+        "version": mv.version,
+        "aliases": list(mv.aliases),
+        "stage": mv.stage,
+        "status": mv.status,
+        "ref": f"{mv.name}:{mv.version}",
+        "last_updated": iso(mv.last_updated_timestamp),
+        "tags": dict(mv.tags),
+    }
+    number = version_number(mv.version)
+    if number is not None:
+        model["version_number"] = number
+    if mv.description:
+        model["description"] = mv.description
+    if mv.source:
+        model["source"] = mv.source
+    doc: dict[str, Any] = {"@timestamp": iso(mv.creation_timestamp), "ml": {"model": model}}
+    mlflow: dict[str, Any] = {}
+    if mv.run_id:
+        mlflow["run"] = {"id": mv.run_id}
+    if source_run is not None:
+        mlflow["run"]["name"] = source_run.name
+        finite, nonfinite = _metric_maps(source_run.latest_metrics.values())
+        mlflow["metrics"] = finite
+        if nonfinite:
+            mlflow["metrics_nonfinite"] = nonfinite
+    if experiment is not None:
+        mlflow["experiment"] = {"id": experiment.id, "name": experiment.name}
+    if mlflow:
+        doc["mlflow"] = mlflow
+    if mv.user:
+        doc["user"] = {"name": mv.user}
+    return doc
+
+
+def logged_model_document(lm: LoggedModel, experiment: Experiment | None) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "kind": "logged",
+        "id": lm.id,
+        "name": lm.name,
+        "status": lm.status,
+        "last_updated": iso(lm.last_updated_timestamp),
+        "tags": dict(lm.tags),
+    }
+    if lm.model_type:
+        model["type"] = lm.model_type
+    doc: dict[str, Any] = {"@timestamp": iso(lm.creation_timestamp), "ml": {"model": model}}
+    mlflow: dict[str, Any] = {"params": dict(lm.params)} if lm.params else {}
+    if lm.source_run_id:
+        mlflow["run"] = {"id": lm.source_run_id}
+    if experiment is not None:
+        mlflow["experiment"] = {"id": experiment.id, "name": experiment.name}
+    if mlflow:
+        doc["mlflow"] = mlflow
+    return doc
+
+
+# A newer view of an entity wins whatever the arrival order: each source owns some top-level
+# fields and stamps its view; an older stamp from the same source is a no-op. Fields owned by other
+# sources (e.g. `azureml.*` from Event Grid) are left as they are.
+ENTITY_MERGE_SCRIPT = """
+if (ctx._source.mlops == null) { ctx._source.mlops = new HashMap(); }
+if (ctx._source.mlops.versions == null) { ctx._source.mlops.versions = new HashMap(); }
+def previous = ctx._source.mlops.versions[params.owner];
+if (previous != null && previous > params.stamp) { ctx.op = 'noop'; return; }
+for (def entry : params.doc.entrySet()) {
+  if (entry.getValue() == null) { ctx._source.remove(entry.getKey()); }
+  else { ctx._source[entry.getKey()] = entry.getValue(); }
+}
+ctx._source.mlops.versions[params.owner] = params.stamp;
+""".strip()
+
+
+@dataclass(frozen=True)
+class EntityWrite:
+    index: str
+    id: str
+    owner: str
+    stamp: int
+    doc: dict[str, Any] = field(default_factory=dict)
+
+    def action(self) -> dict[str, Any]:
+        # Ingest pipelines do not run on updates, so the write stamps event.ingested itself.
+        doc = dict(self.doc)
+        doc["event"] = {**(doc.get("event") or {}), "ingested": iso(self.stamp)}
+        return {
+            "_op_type": "update",
+            "_index": self.index,
+            "_id": self.id,
+            "retry_on_conflict": 5,
+            "scripted_upsert": True,
+            "upsert": {},
+            "script": {
+                "source": ENTITY_MERGE_SCRIPT,
+                "lang": "painless",
+                "params": {"owner": self.owner, "stamp": self.stamp, "doc": doc},
+            },
+        }
+
+
+def run_write(run: Run, experiment: Experiment, link: ModelLink, stamp: int) -> EntityWrite:
+    return EntityWrite(RUNS_INDEX, run.id, "mlflow", stamp, run_document(run, experiment, link))
+
+
+def model_version_write(
+    mv: ModelVersion, source_run: Run | None, experiment: Experiment | None, stamp: int
+) -> EntityWrite:
+    return EntityWrite(
+        MODELS_INDEX,
+        model_version_id(mv.name, mv.version),
+        "mlflow",
+        stamp,
+        model_version_document(mv, source_run, experiment),
+    )
+
+
+def logged_model_write(lm: LoggedModel, experiment: Experiment | None, stamp: int) -> EntityWrite:
+    return EntityWrite(
+        MODELS_INDEX, logged_model_id(lm.id), "mlflow", stamp, logged_model_document(lm, experiment)
+    )
