@@ -1,0 +1,1 @@
+"""Elasticsearch assets that `shipper setup` installs (pipelines, mappings, templates)."""
