@@ -105,8 +105,9 @@ def check(ctx: Context) -> None:
         settings = ctx.settings
         _client, caps = _client_and_capabilities(settings)
         click.echo(
-            f"elasticsearch: {caps.version} ({caps.distribution}); ILM: {'yes' if caps.ilm else 'no'}; "
-            f"security: {'on' if caps.security else 'off'}"
+            f"elasticsearch: {caps.version}; ILM: {'yes' if caps.ilm else 'no'}; "
+            f"security: {'on' if caps.security else 'off'}; "
+            f"ingest processors: {len(caps.ingest_processors)}"
         )
         if caps.major < 8:
             raise ConnectivityError(f"Elasticsearch {caps.version} is too old; 8.x or newer is needed")

@@ -17,10 +17,11 @@ import tomllib
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from shipper.errors import ConfigError
 
@@ -79,11 +80,11 @@ class Settings(BaseSettings):
     )
 
     # --- MLflow source -------------------------------------------------------------------------
-    mlflow_experiments: list[str] = Field(
+    mlflow_experiments: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Only these experiments (names or ids, comma-separated). Empty: all.",
     )
-    mlflow_exclude_experiments: list[str] = Field(
+    mlflow_exclude_experiments: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Never these experiments (names or ids, comma-separated)."
     )
     mlflow_since: datetime | None = Field(
@@ -234,6 +235,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
         file_values.pop(key)
     try:
         settings = Settings(**file_values)
+    except SettingsError as exc:
+        raise ConfigError([*problems, str(exc)]) from None
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"])

@@ -74,6 +74,8 @@ MODEL_FIELDS = _obj(
     stage=KEYWORD,
     status=KEYWORD,
     kind=KEYWORD,
+    ref=KEYWORD,
+    type=KEYWORD,
     id=KEYWORD,
     source=KEYWORD,
     description={"type": "text"},
@@ -192,7 +194,7 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
         "dynamic": False,
         "properties": {
             "@timestamp": DATE,
-            "error": _obj(type=KEYWORD, message={"type": "match_only_text"}),
+            "error": _obj(type=KEYWORD, message={"type": "text"}),
             "http": _obj(response=_obj(status_code=LONG)),
             "mlops": _obj(
                 dead_letter=_obj(
@@ -225,7 +227,6 @@ FAMILIES: dict[str, tuple[list[str], bool]] = {
     names.STATE_INDEX: ([names.STATE_INDEX], False),
 }
 
-INGESTED_PIPELINE = "mlops-ingested"
 # Templates of ours must win over Elasticsearch's built-ins (priority 100 for logs-*-*).
 TEMPLATE_PRIORITY = 300
 
@@ -237,27 +238,12 @@ def ilm_policy_name(family: str) -> str:
 def build_assets(
     retention_days: int, logs_retention_days: int, has_ilm: bool, scoring: Any = None
 ) -> list[Asset]:
-    """All assets, in install order (dependencies first)."""
-    assets: list[Asset] = [
-        Asset(
-            "ingest_pipeline",
-            INGESTED_PIPELINE,
-            {
-                "description": "Stamps event.ingested on shipper documents",
-                "version": ASSET_VERSION,
-                "_meta": _meta("event.ingested for documents written by the shipper"),
-                "processors": [
-                    {
-                        "set": {
-                            "field": "event.ingested",
-                            "value": "{{{_ingest.timestamp}}}",
-                            "tag": "ingested",
-                        }
-                    }
-                ],
-            },
-        )
-    ]
+    """All assets, in install order (dependencies first).
+
+    The shipper's own documents need no ingest pipeline (it writes them complete, and `event.ingested`
+    on entities itself), so they index on any cluster, including ones without ingest processors.
+    `scoring` is the scoring-log module, or None where the cluster lacks the processors it needs."""
+    assets: list[Asset] = []
     for family, (patterns, partitioned) in FAMILIES.items():
         if partitioned and has_ilm:
             assets.append(
@@ -275,8 +261,6 @@ def build_assets(
                 )
             )
         settings: dict[str, Any] = {"index": dict(COMMON_SETTINGS["index"])}
-        if family not in (names.STATE_INDEX, names.DEAD_LETTER_INDEX):
-            settings["index"]["default_pipeline"] = INGESTED_PIPELINE
         if partitioned and has_ilm:
             settings["index"]["lifecycle"] = {"name": ilm_policy_name(family)}
         assets += [

@@ -129,7 +129,16 @@ def install(
     dry_run: bool = False,
 ) -> list[Change]:
     """Plan, and unless `dry_run`, apply. Conflicts stop the installation before anything changes."""
-    assets = build_assets(retention_days, logs_retention_days, capabilities.ilm, scoring=_scoring_module())
+    scoring = _scoring_module()
+    missing = capabilities.lacks_processors(processor_types(scoring.scoring_pipeline()))
+    if missing:
+        log.warning(
+            "this cluster lacks the ingest processors %s (the ingest-common module), so the scoring-log "
+            "pipeline is not installed; send scoring logs through Logstash, which parses them itself",
+            sorted(missing),
+        )
+        scoring = None
+    assets = build_assets(retention_days, logs_retention_days, capabilities.ilm, scoring=scoring)
     changes = plan(client, assets)
     conflicts = [c for c in changes if c.action == "conflict"]
     if conflicts:
@@ -158,10 +167,22 @@ def _reason(exc: ApiError) -> str:
     return str(error)
 
 
+def processor_types(body: Any) -> set[str]:
+    """Every processor type a pipeline body uses, nested ones (on_failure, foreach) included."""
+    found: set[str] = set()
+    if isinstance(body, dict):
+        for key in ("processors", "on_failure"):
+            for processor in body.get(key) or []:
+                for kind, config in processor.items():
+                    found.add(kind)
+                    found |= processor_types(config)
+                    if kind == "foreach" and isinstance(config, dict):
+                        found |= processor_types({"processors": [config.get("processor", {})]})
+    return found
+
+
 def _scoring_module() -> Any:
     """The scoring-log pipeline and mappings, built from the shared grok patterns."""
-    try:
-        from shipper.assets.scoring import pipeline
-    except ImportError:  # pragma: no cover - present in every release
-        return None
+    from shipper.assets.scoring import pipeline
+
     return pipeline

@@ -46,12 +46,15 @@ class BulkResult:
     noop: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    # (index, id) of optimistic-concurrency conflicts, when the caller asked to get them back
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, other: BulkResult) -> None:
         self.written += other.written
         self.noop += other.noop
         self.dead_lettered += other.dead_lettered
         self.retries += other.retries
+        self.conflicts += other.conflicts
 
 
 @dataclass
@@ -72,8 +75,16 @@ class BulkWriter:
     dead_letters: bool = True
     _known_indices: set[str] = field(default_factory=set)
 
-    def write(self, actions: Sequence[dict[str, Any]], max_retry_seconds: float | None = None) -> BulkResult:
-        """Write bulk actions (the helpers' dict form, each with `_index` and `_id`)."""
+    def write(
+        self,
+        actions: Sequence[dict[str, Any]],
+        max_retry_seconds: float | None = None,
+        conflicts_retry: bool = False,
+    ) -> BulkResult:
+        """Write bulk actions (the helpers' dict form, each with `_index` and `_id`).
+
+        With `conflicts_retry`, version conflicts (409) are handed back in `result.conflicts` for
+        the caller to re-read and retry, instead of being dead-lettered."""
         result = BulkResult()
         if not actions:
             return result
@@ -92,12 +103,12 @@ class BulkWriter:
             for attempt in Retrying(
                 retry=retry_if_exception_type(_Retry),
                 stop=stop_after_delay(budget),
-                wait=wait_exponential_jitter(initial=0.5, max=20.0),
+                wait=wait_exponential_jitter(multiplier=0.5, max=20.0),
                 before_sleep=note_retry,
                 reraise=True,
             ):
                 with attempt:
-                    pending = self._send(pending, result, rejected)
+                    pending = self._send(pending, result, rejected, conflicts_retry)
         except _Retry as exc:
             raise WriteError(
                 f"Elasticsearch did not take {len(exc.pending)} documents within {budget:.0f}s "
@@ -116,11 +127,12 @@ class BulkWriter:
         pending: list[dict[str, Any]],
         result: BulkResult,
         rejected: list[tuple[dict[str, Any], Mapping[str, Any]]],
+        conflicts_retry: bool = False,
     ) -> list[dict[str, Any]]:
         self._prepare_partitions(pending)
         by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for action in pending:
-            by_key.setdefault((action["_index"], str(action["_id"])), []).append(action)
+        for queued in pending:
+            by_key.setdefault((queued["_index"], str(queued["_id"])), []).append(queued)
         again: list[dict[str, Any]] = []
         try:
             with telemetry.BULK_SECONDS.time():
@@ -161,7 +173,9 @@ class BulkWriter:
                 continue
             if action is None:  # pragma: no cover - Elasticsearch echoes index and id
                 raise WriteError(f"bulk response item for unknown document {key}: {detail}")
-            if status == 404 and op_name == "delete":
+            if status == 409 and conflicts_retry:
+                result.conflicts.append(key)
+            elif status == 404 and op_name == "delete":
                 result.noop += 1  # already gone: the goal of a delete
             elif status in RETRYABLE_STATUS:
                 again.append(action)

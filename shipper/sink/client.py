@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ApiError, Elasticsearch, TransportError
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.serializer import JsonSerializer
 
@@ -45,45 +45,48 @@ def build_client(settings: Settings) -> Elasticsearch:
 @dataclass(frozen=True)
 class Capabilities:
     version: str
-    distribution: str
     ilm: bool
     security: bool
-    data_stream_lifecycle: bool
+    ingest_processors: frozenset[str] = frozenset()
 
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
 
+    def lacks_processors(self, needed: set[str]) -> set[str]:
+        return needed - self.ingest_processors
+
+
+def _connectivity(exc: Exception) -> ConnectivityError:
+    if isinstance(exc, ApiError) and exc.meta.status in (401, 403):
+        return ConnectivityError(
+            f"Elasticsearch refused the credentials (HTTP {exc.meta.status}); check "
+            "SHIPPER_ELASTICSEARCH_API_KEY, SHIPPER_ELASTICSEARCH_USERNAME/PASSWORD or the bearer token"
+        )
+    if isinstance(exc, ApiError):
+        return ConnectivityError(f"Elasticsearch answered HTTP {exc.meta.status}: {exc.message}")
+    return ConnectivityError(
+        f"cannot reach Elasticsearch ({exc}); check SHIPPER_ELASTICSEARCH_URL, the CA certificate "
+        "(SHIPPER_ELASTICSEARCH_CA_CERTS) and that the cluster is up"
+    )
+
 
 def probe(client: Elasticsearch) -> Capabilities:
-    """What this cluster offers. Minimal (non-x-pack) builds have no ILM and no security."""
+    """What this cluster offers. Asked through the node-info API, which every distribution has
+    (the minimal one lacks even `GET /`), and the x-pack info API where it exists."""
     try:
-        info = client.info()
-    except ESConnectionError as exc:
-        raise ConnectivityError(
-            f"cannot reach Elasticsearch ({exc.message}); check SHIPPER_ELASTICSEARCH_URL and that the "
-            "cluster is up"
-        ) from None
-    except ApiError as exc:
-        if exc.meta.status in (401, 403):
-            raise ConnectivityError(
-                f"Elasticsearch refused the credentials (HTTP {exc.meta.status}); check "
-                "SHIPPER_ELASTICSEARCH_API_KEY or SHIPPER_ELASTICSEARCH_USERNAME/PASSWORD"
-            ) from None
-        raise ConnectivityError(f"Elasticsearch answered HTTP {exc.meta.status}: {exc.message}") from None
-    version = str(info["version"]["number"])
-    features: set[str] = set()
+        nodes = client.nodes.info(node_id="_local", metric=["ingest"])["nodes"]
+    except (ApiError, ESConnectionError, TransportError) as exc:
+        raise _connectivity(exc) from None
+    node = next(iter(nodes.values()))
+    processors = frozenset(p["type"] for p in node.get("ingest", {}).get("processors", []))
+    ilm = security = False
     try:
-        xpack = client.xpack.info(categories="features")
-        features = {name for name, f in xpack.get("features", {}).items() if f.get("available")}
-        security = bool(xpack["features"].get("security", {}).get("enabled"))
+        features = client.xpack.info(categories="features")["features"]
+        ilm = bool(features.get("ilm", {}).get("available") and features["ilm"].get("enabled", True))
+        security = bool(features.get("security", {}).get("enabled"))
     except ApiError:
-        # No x-pack plugin at all (the minimal distribution): no ILM, no security.
-        security = False
+        pass  # no x-pack info API (minimal distribution): no ILM; security unknown, and off
     return Capabilities(
-        version=version,
-        distribution=str(info["version"].get("build_flavor", "default")),
-        ilm="ilm" in features,
-        security=security,
-        data_stream_lifecycle=True,
+        version=str(node["version"]), ilm=ilm, security=security, ingest_processors=processors
     )

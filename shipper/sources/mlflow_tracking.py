@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -107,10 +109,7 @@ class MlflowSource:
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         self._count("get_metric_history")
-        return [
-            MetricPoint(key=m.key, value=float(m.value), timestamp=int(m.timestamp), step=int(m.step or 0))
-            for m in self._client.get_metric_history(run_id, key)
-        ]
+        return [_metric(m) for m in self._client.get_metric_history(run_id, key)]
 
     def model_versions(self) -> list[ModelVersion]:
         found: list[ModelVersion] = []
@@ -122,7 +121,21 @@ class MlflowSource:
             token = page.token
             if not token:
                 break
-        return found
+        # Version search results carry no aliases; registered models do (alias -> version).
+        aliases: dict[tuple[str, str], list[str]] = {}
+        token = None
+        while True:
+            self._count("search_registered_models")
+            models = self._client.search_registered_models(max_results=MODELS_PAGE, page_token=token)
+            for model in models:
+                for alias, version in (getattr(model, "aliases", None) or {}).items():
+                    aliases.setdefault((str(model.name), str(version)), []).append(str(alias))
+            token = models.token
+            if not token:
+                break
+        return [
+            replace(mv, aliases=tuple(sorted(aliases.get((mv.name, mv.version), mv.aliases)))) for mv in found
+        ]
 
     def logged_models(self, experiment_ids: Sequence[str]) -> list[LoggedModel]:
         """MLflow 3 logged models; empty where the server predates them."""
@@ -146,8 +159,18 @@ class MlflowSource:
         return found
 
 
+def metric_value(raw: Any) -> float:
+    """MLflow's SQL store keeps ±Infinity as ±sys.float_info.max; give the logged value back."""
+    value = float(raw)
+    if abs(value) == sys.float_info.max:
+        return math.copysign(math.inf, value)
+    return value
+
+
 def _metric(m: Any) -> MetricPoint:
-    return MetricPoint(key=m.key, value=float(m.value), timestamp=int(m.timestamp), step=int(m.step or 0))
+    return MetricPoint(
+        key=m.key, value=metric_value(m.value), timestamp=int(m.timestamp), step=int(m.step or 0)
+    )
 
 
 def run_record(run: Any) -> Run:
@@ -156,7 +179,7 @@ def run_record(run: Any) -> Run:
     if metric_objs is not None:
         latest = {m.key: _metric(m) for m in metric_objs}
     else:  # pragma: no cover - older clients expose only key -> value
-        latest = {k: MetricPoint(k, float(v), 0, 0) for k, v in data.metrics.items()}
+        latest = {k: MetricPoint(k, metric_value(v), 0, 0) for k, v in data.metrics.items()}
     return Run(
         id=str(info.run_id),
         name=str(info.run_name or ""),

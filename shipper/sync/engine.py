@@ -24,8 +24,9 @@ from elasticsearch import Elasticsearch
 
 from shipper import telemetry
 from shipper.config import Settings
-from shipper.setup.names import METRICS_FAMILY, MODELS_INDEX
+from shipper.setup.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
+from shipper.sink.entities import EntityWrite, upsert_entities
 from shipper.sources.mlflow_tracking import MlflowSource
 from shipper.sources.records import Experiment, MetricPoint, Run
 from shipper.sync.state import (
@@ -47,8 +48,6 @@ from shipper.transforms.mlflow_docs import (
 )
 
 log = logging.getLogger(__name__)
-
-RELINK_SCRIPT = "if (params.ml == null) { ctx._source.remove('ml'); } else { ctx._source.ml = params.ml; }"
 
 
 def fingerprint(value: Any) -> str:
@@ -118,31 +117,33 @@ class Progress:
 
 @dataclass
 class _Batch:
-    """Actions waiting to be written, and the checkpoints that may move once they are."""
+    """Writes waiting to go out, and the checkpoints that may move once they have."""
 
     engine: SyncEngine
     actions: list[dict[str, Any]] = field(default_factory=list)
+    entities: list[EntityWrite] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    relinks: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
 
     def add(self, actions: list[dict[str, Any]]) -> None:
         self.actions += actions
         if len(self.actions) >= self.engine.settings.bulk_max_actions:
             self.flush()
 
-    def complete(self, checkpoint: dict[str, Any], relink: tuple[str, dict[str, Any] | None] | None) -> None:
+    def complete(self, entity: EntityWrite, checkpoint: dict[str, Any]) -> None:
+        """A run is fully queued: its entity document and then its checkpoint may be written."""
+        self.entities.append(entity)
         self.checkpoints.append(checkpoint)
-        if relink is not None:
-            self.relinks.append(relink)
+        if len(self.entities) >= 500:
+            self.flush()
 
     def flush(self) -> None:
         engine = self.engine
         if self.actions:
             engine.summary.writes.add(engine.writer.write(self.actions))
             self.actions = []
-        if self.relinks:
-            engine.relink(self.relinks)
-            self.relinks = []
+        if self.entities:
+            engine.summary.writes.add(upsert_entities(engine.client, engine.writer, self.entities))
+            self.entities = []
         if self.checkpoints:
             engine.writer.write(self.checkpoints)
             self.checkpoints = []
@@ -227,7 +228,10 @@ class SyncEngine:
             summary.runs_unchanged += 1
             return
         keys = dict(checkpoint.keys) if checkpoint is not None else {}
-        reread_all = checkpoint is None or checkpoint.status != run.status
+        # A run whose registered versions (or their aliases) changed is re-sent whole, so that its
+        # earlier points carry the new `ml.model.*` too; the same ids make that an overwrite.
+        relink = checkpoint is not None and checkpoint.link != link_fp
+        reread_all = checkpoint is None or checkpoint.status != run.status or relink
         for key, latest in sorted(run.latest_metrics.items()):
             known = keys.get(key)
             if known is not None and known.latest == _latest_fp(latest) and not reread_all:
@@ -235,54 +239,25 @@ class SyncEngine:
             history = self.source.metric_history(run.id, key)
             summary.history_reads += 1
             fresh = history
-            if known is not None:
+            if known is not None and not relink:
                 mark = (known.last_timestamp, known.last_step)
                 newer = [p for p in history if (p.timestamp, p.step) > mark]
-                # Points inserted before the mark (logged out of order): send the whole history;
-                # the deterministic ids make the repeats overwrites.
+                # Points inserted before the mark (logged out of order): send the whole history.
                 fresh = newer if known.count + len(newer) == len(history) else history
             for start in range(0, len(fresh), 10_000):
-                batch.add(
-                    [metric_point_action(run, experiment, p, link) for p in fresh[start : start + 10_000]]
-                )
+                chunk = fresh[start : start + 10_000]
+                batch.add([metric_point_action(run, experiment, p, link) for p in chunk])
             summary.points_written += len(fresh)
             if history:
                 newest = max(history, key=lambda p: (p.timestamp, p.step))
                 keys[key] = KeyCheckpoint(len(history), newest.timestamp, newest.step, _latest_fp(latest))
-        batch.add([entity.action()])
         summary.runs_written += 1
-        relink = None
-        if (
-            checkpoint is not None
-            and checkpoint.link != link_fp
-            and any(k.count for k in checkpoint.keys.values())
-        ):
-            relink = (run.id, link.fields().get("model"))
+        if relink:
             summary.relinked_runs += 1
         batch.complete(
+            entity,
             run_state_action(RunCheckpoint(run.id, run.experiment_id, run_fp, run.status, link_fp, keys)),
-            relink,
         )
-
-    def relink(self, relinks: list[tuple[str, dict[str, Any] | None]]) -> None:
-        """Points shipped before their run's model version existed (or an alias moved) get the new
-        `ml.model.*` values; points written in this pass already carry them."""
-        pattern = f"{METRICS_FAMILY}-*"
-        self.client.indices.refresh(index=pattern, ignore_unavailable=True, allow_no_indices=True)
-        for run_id, model in relinks:
-            self.client.update_by_query(
-                index=pattern,
-                query={"term": {"mlflow.run.id": run_id}},
-                script={
-                    "source": RELINK_SCRIPT,
-                    "lang": "painless",
-                    "params": {"ml": {"model": model} if model else None},
-                },
-                conflicts="proceed",
-                refresh=True,
-                allow_no_indices=True,
-                ignore_unavailable=True,
-            )
 
     def _sync_models(
         self,
@@ -295,8 +270,8 @@ class SyncEngine:
     ) -> None:
         checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client)
         current: dict[str, str] = {}
-        actions: list[dict[str, Any]] = []
-        writes = []
+        changed: list[EntityWrite] = []
+        writes: list[EntityWrite] = []
         for mv in versions:
             source_run = runs.get(mv.run_id) if mv.run_id else None
             if source_run is None and mv.run_id:
@@ -309,12 +284,15 @@ class SyncEngine:
             doc_fp = fingerprint(write.doc)
             current[write.id] = doc_fp
             if checkpoint.documents.get(write.id) != doc_fp:
-                actions.append(write.action())
-        self.summary.models_written = len(actions)
-        for gone in sorted(set(checkpoint.documents) - set(current)):
-            actions.append({"_op_type": "delete", "_index": MODELS_INDEX, "_id": gone})
-            self.summary.models_deleted += 1
-        if not actions:
+                changed.append(write)
+        self.summary.models_written = len(changed)
+        deletes = [
+            {"_op_type": "delete", "_index": MODELS_INDEX, "_id": gone}
+            for gone in sorted(set(checkpoint.documents) - set(current))
+        ]
+        self.summary.models_deleted = len(deletes)
+        if not changed and not deletes:
             return
-        self.summary.writes.add(self.writer.write(actions))
+        self.summary.writes.add(upsert_entities(self.client, self.writer, changed))
+        self.summary.writes.add(self.writer.write(deletes))
         self.writer.write([models_state_action(ModelsCheckpoint(current))])

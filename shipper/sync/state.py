@@ -81,6 +81,8 @@ def models_state_action(checkpoint: ModelsCheckpoint) -> dict[str, Any]:
 def load_run_checkpoints(client: Elasticsearch) -> dict[str, RunCheckpoint]:
     if not client.indices.exists(index=STATE_INDEX):
         return {}
+    # Checkpoints written a moment ago (a pass that just ended) must be visible to this search.
+    client.indices.refresh(index=STATE_INDEX)
     found: dict[str, RunCheckpoint] = {}
     hits: Iterable[dict[str, Any]] = helpers.scan(
         client, index=STATE_INDEX, query={"query": {"term": {"kind": "run"}}}, size=2000

@@ -11,11 +11,12 @@ import base64
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from shipper.setup.names import MODELS_INDEX, RUNS_INDEX, metrics_index
+from shipper.sink.entities import EntityWrite
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 MAX_ID_BYTES = 512
@@ -240,49 +241,6 @@ def logged_model_document(lm: LoggedModel, experiment: Experiment | None) -> dic
     if mlflow:
         doc["mlflow"] = mlflow
     return doc
-
-
-# A newer view of an entity wins whatever the arrival order: each source owns some top-level
-# fields and stamps its view; an older stamp from the same source is a no-op. Fields owned by other
-# sources (e.g. `azureml.*` from Event Grid) are left as they are.
-ENTITY_MERGE_SCRIPT = """
-if (ctx._source.mlops == null) { ctx._source.mlops = new HashMap(); }
-if (ctx._source.mlops.versions == null) { ctx._source.mlops.versions = new HashMap(); }
-def previous = ctx._source.mlops.versions[params.owner];
-if (previous != null && previous > params.stamp) { ctx.op = 'noop'; return; }
-for (def entry : params.doc.entrySet()) {
-  if (entry.getValue() == null) { ctx._source.remove(entry.getKey()); }
-  else { ctx._source[entry.getKey()] = entry.getValue(); }
-}
-ctx._source.mlops.versions[params.owner] = params.stamp;
-""".strip()
-
-
-@dataclass(frozen=True)
-class EntityWrite:
-    index: str
-    id: str
-    owner: str
-    stamp: int
-    doc: dict[str, Any] = field(default_factory=dict)
-
-    def action(self) -> dict[str, Any]:
-        # Ingest pipelines do not run on updates, so the write stamps event.ingested itself.
-        doc = dict(self.doc)
-        doc["event"] = {**(doc.get("event") or {}), "ingested": iso(self.stamp)}
-        return {
-            "_op_type": "update",
-            "_index": self.index,
-            "_id": self.id,
-            "retry_on_conflict": 5,
-            "scripted_upsert": True,
-            "upsert": {},
-            "script": {
-                "source": ENTITY_MERGE_SCRIPT,
-                "lang": "painless",
-                "params": {"owner": self.owner, "stamp": self.stamp, "doc": doc},
-            },
-        }
 
 
 def run_write(run: Run, experiment: Experiment, link: ModelLink, stamp: int) -> EntityWrite:

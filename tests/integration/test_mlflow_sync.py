@@ -1,0 +1,410 @@
+"""MLflow -> Elasticsearch on the real stack: a realistic experiment is logged to a real MLflow
+tracking server, `shipper setup` and `shipper sync` run for real, and the documents in a real
+Elasticsearch are checked exactly."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from shipper.cli import main_group
+
+pytestmark = pytest.mark.integration
+
+LONG_TAG = "x" * 5000  # longer than any keyword's ignore_above: must stay in _source
+
+
+@pytest.fixture
+def env(es_url: str, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any) -> dict[str, str]:
+    """A clean Elasticsearch (only the shipper's own indices and templates) per test."""
+    names = list(es.indices.get(index="mlops-*", expand_wildcards="all", allow_no_indices=True))
+    if names:
+        es.indices.delete(index=names)
+    values = {"SHIPPER_ELASTICSEARCH_URL": es_url, "MLFLOW_TRACKING_URI": mlflow_uri}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def shipper(*args: str) -> Any:
+    result = CliRunner().invoke(main_group, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def sync_json(*args: str) -> dict[str, Any]:
+    import json
+
+    result = shipper("sync", "--json", *args)
+    return dict(json.loads(result.output.strip().splitlines()[-1]))
+
+
+def count(es: Any, index: str, query: dict[str, Any] | None = None) -> int:
+    es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
+    body = {"query": query} if query else {}
+    return int(es.count(index=index, allow_no_indices=True, ignore_unavailable=True, **body)["count"])
+
+
+def by_run(run_id: str) -> dict[str, Any]:
+    return {"term": {"mlflow.run.id": run_id}}
+
+
+class Logged:
+    """What the test logged, as the truth to compare with."""
+
+    def __init__(self) -> None:
+        self.experiment = ""
+        self.experiment_id = ""
+        self.model = ""
+        self.runs: dict[str, str] = {}  # role -> run id
+        self.points: dict[str, dict[str, list[tuple[int, float]]]] = {}  # run id -> key -> (step, value)
+
+
+def log_experiment(mlflow_uri: str) -> Logged:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    logged = Logged()
+    suffix = uuid.uuid4().hex[:8]
+    logged.experiment = f"churn-{suffix}"
+    logged.model = f"churn-model-{suffix}"
+    logged.experiment_id = client.create_experiment(logged.experiment)
+    base = int(time.time() * 1000) - 3_600_000
+
+    def run_with(role: str, name: str, accuracy: list[float], status: str = "FINISHED") -> str:
+        run = client.create_run(logged.experiment_id, run_name=name, start_time=base)
+        run_id = run.info.run_id
+        client.log_param(run_id, "learning_rate", "0.01")
+        client.log_param(run_id, "optimizer.name", "adam")
+        client.log_param(run_id, "optimizer", "adam")  # a key that is also a prefix of another
+        client.set_tag(run_id, "team", "growth")
+        client.set_tag(run_id, "notes.long", LONG_TAG)
+        points: dict[str, list[tuple[int, float]]] = {"accuracy": [], "loss": []}
+        for step, acc in enumerate(accuracy):
+            client.log_metric(run_id, "accuracy", acc, timestamp=base + step * 1000, step=step)
+            client.log_metric(run_id, "loss", 1.0 - acc, timestamp=base + step * 1000, step=step)
+            points["accuracy"].append((step, acc))
+            points["loss"].append((step, 1.0 - acc))
+        if status != "RUNNING":
+            client.set_terminated(run_id, status=status, end_time=base + 60_000)
+        logged.runs[role] = run_id
+        logged.points[run_id] = points
+        return run_id
+
+    v1 = run_with("v1", "baseline", [0.5, 0.6, 0.7])
+    v2 = run_with("v2", "tuned", [0.6, 0.75, 0.82, 0.85])
+    v3 = run_with("v3", "größer-模型-🚀", [0.7, 0.88])
+    # Non-finite values are legal in MLflow.
+    client.log_metric(v3, "grad_norm", math.nan, timestamp=base + 5000, step=0)
+    client.log_metric(v3, "grad_norm", math.inf, timestamp=base + 6000, step=1)
+    logged.points[v3]["grad_norm"] = [(0, math.nan), (1, math.inf)]
+    run_with("running", "still-training", [0.1, 0.2], status="RUNNING")
+
+    client.create_registered_model(logged.model)
+    for run_id in (v1, v2, v3):
+        client.create_model_version(logged.model, f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias(logged.model, "champion", "2")
+    return logged
+
+
+@pytest.fixture
+def logged(mlflow_uri: str) -> Logged:
+    return log_experiment(mlflow_uri)
+
+
+def expected_points(logged: Logged) -> int:
+    return sum(len(v) for keys in logged.points.values() for v in keys.values())
+
+
+def test_setup_is_idempotent_and_dry_run_changes_nothing(env: dict[str, str], es: Any) -> None:
+    templates = (
+        es.options(ignore_status=404).indices.get_index_template(name="mlops-*").get("index_templates", [])
+    )
+    for template in templates:
+        es.indices.delete_index_template(name=template["name"])
+    dry = shipper("setup", "--dry-run")
+    assert "would create" in dry.output
+    assert not es.options(ignore_status=404).indices.exists_index_template(name="mlops-runs")
+    first = shipper("setup")
+    assert "assets changed" in first.output
+    assert es.indices.exists_index_template(name="mlops-runs")
+    second = shipper("setup")
+    assert "nothing changed" in second.output
+    # A user's @custom template survives upgrades untouched.
+    es.cluster.put_component_template(
+        name="mlops-runs@custom", template={"settings": {"index": {"refresh_interval": "5s"}}}
+    )
+    es.cluster.put_component_template(
+        name="mlops-runs@settings",
+        template={"settings": {"index": {"number_of_shards": 1}}},
+        meta={"managed_by": "shipper", "version": 0},
+    )
+    third = shipper("setup")
+    assert "update" in third.output and "mlops-runs@settings" in third.output
+    custom = es.cluster.get_component_template(name="mlops-runs@custom")
+    assert custom["component_templates"][0]["component_template"]["template"]["settings"]["index"] == {
+        "refresh_interval": "5s"
+    }
+
+
+def test_setup_reports_a_foreign_asset_instead_of_overwriting_it(env: dict[str, str], es: Any) -> None:
+    shipper("setup")
+    foreign = {"mappings": {"properties": {"theirs": {"type": "keyword"}}}}
+    es.cluster.put_component_template(name="mlops-runs@mappings", template=foreign)
+    try:
+        result = CliRunner().invoke(main_group, ["setup"])
+        assert result.exit_code == 4
+        assert "mlops-runs@mappings" in result.output and "not made by the shipper" in result.output
+        stored = es.cluster.get_component_template(name="mlops-runs@mappings")["component_templates"][0]
+        assert stored["component_template"]["template"] == foreign
+    finally:
+        es.indices.delete_index_template(name="mlops-runs")
+        es.cluster.delete_component_template(name="mlops-runs@mappings")
+        shipper("setup")
+
+
+def test_sync_ships_exactly_what_was_logged(
+    env: dict[str, str], es: Any, logged: Logged, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str
+) -> None:
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
+    shipper("setup")
+    summary = sync_json()
+    assert summary["runs_seen"] == 4
+    assert summary["points_written"] == expected_points(logged) == 24
+
+    total = count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": logged.experiment}})
+    assert total == expected_points(logged)
+    assert count(es, "mlops-runs", {"term": {"mlflow.experiment.id": logged.experiment_id}}) == 4
+    assert count(es, "mlops-models", {"term": {"ml.model.name": logged.model}}) == 3
+    assert count(es, "mlops-dead-letter") == 0
+
+    # Values, exactly, including the non-finite ones.
+    v3 = logged.runs["v3"]
+    hits = es.search(
+        index="mlops-metrics-*",
+        query={"bool": {"filter": [by_run(v3), {"term": {"mlflow.metric.key": "grad_norm"}}]}},
+        sort=[{"mlflow.metric.step": "asc"}],
+    )["hits"]["hits"]
+    assert [h["_source"]["mlflow"]["metric"].get("value_nonfinite") for h in hits] == ["NaN", "Infinity"]
+    assert all("value" not in h["_source"]["mlflow"]["metric"] for h in hits)
+
+    run_doc = es.get(index="mlops-runs", id=v3)["_source"]
+    assert run_doc["mlflow"]["run"]["name"] == "größer-模型-🚀"
+    assert run_doc["mlflow"]["run"]["status"] == "FINISHED"
+    assert run_doc["mlflow"]["params"] == {
+        "learning_rate": "0.01",
+        "optimizer.name": "adam",
+        "optimizer": "adam",
+    }
+    assert run_doc["mlflow"]["tags"]["notes.long"] == LONG_TAG
+    assert run_doc["mlflow"]["metrics"]["accuracy"] == 0.88
+    assert run_doc["mlflow"]["metrics_nonfinite"] == {"grad_norm": "Infinity"}
+    assert run_doc["ml"]["model"]["version"] == "3"
+
+    champion = es.get(index="mlops-models", id=f"{logged.model}/2")["_source"]
+    assert champion["ml"]["model"]["aliases"] == ["champion"]
+    assert champion["mlflow"]["run"]["id"] == logged.runs["v2"]
+    assert champion["mlflow"]["metrics"]["accuracy"] == 0.85
+
+    # The data scientist's comparison: last accuracy per model version, straight from the metrics.
+    agg = es.search(
+        index="mlops-metrics-*",
+        size=0,
+        query={
+            "bool": {
+                "filter": [
+                    {"term": {"mlflow.metric.key": "accuracy"}},
+                    {"term": {"ml.model.name": logged.model}},
+                ]
+            }
+        },
+        aggs={
+            "by_version": {
+                "terms": {"field": "ml.model.version", "size": 10},
+                "aggs": {
+                    "last": {
+                        "top_hits": {
+                            "size": 1,
+                            "sort": [{"mlflow.metric.step": "desc"}],
+                            "_source": ["mlflow.metric.value"],
+                        }
+                    }
+                },
+            }
+        },
+    )
+    compared = {
+        b["key"]: b["last"]["hits"]["hits"][0]["_source"]["mlflow"]["metric"]["value"]
+        for b in agg["aggregations"]["by_version"]["buckets"]
+    }
+    assert compared == {"1": 0.7, "2": 0.85, "3": 0.88}
+
+    # A re-sync of unchanged data reads no history and writes nothing.
+    again = sync_json()
+    assert again["history_reads"] == 0
+    assert again["writes"]["written"] == 0
+    assert again["runs_unchanged"] == 4
+    assert count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": logged.experiment}}) == 24
+
+
+def test_incremental_points_and_late_model_versions(
+    env: dict[str, str], es: Any, logged: Logged, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
+    shipper("setup")
+    sync_json()
+    client = MlflowClient(mlflow_uri)
+    running = logged.runs["running"]
+    base = int(time.time() * 1000)
+    client.log_metric(running, "accuracy", 0.3, timestamp=base, step=2)
+    client.log_metric(running, "accuracy", 0.4, timestamp=base + 1, step=3)
+
+    gained = sync_json()
+    assert gained["points_written"] == 2  # only what it gained
+    assert gained["history_reads"] == 1
+    assert count(es, "mlops-metrics-*", by_run(running)) == 6
+
+    # The run finishes and is registered as a new version, and the alias moves to it.
+    client.set_terminated(running, "FINISHED")
+    client.create_model_version(logged.model, f"runs:/{running}/model", run_id=running)
+    client.set_registered_model_alias(logged.model, "champion", "4")
+    later = sync_json()
+    # Both runs whose model links changed (the new version's, and v2's, which lost the alias) are
+    # re-sent whole: 6 + 8 points, overwriting, not duplicating.
+    assert later["points_written"] == 6 + 8
+    assert later["relinked_runs"] == 2
+    assert count(es, "mlops-metrics-*", by_run(running)) == 6
+    es.indices.refresh(index="mlops-metrics-*")
+    versions = {
+        h["_source"]["ml"]["model"]["version"]
+        for h in es.search(index="mlops-metrics-*", query=by_run(running), size=100)["hits"]["hits"]
+    }
+    assert versions == {"4"}
+    # The alias left version 2: its run's points say so, without any new point being logged.
+    v2_points = es.search(index="mlops-metrics-*", query=by_run(logged.runs["v2"]), size=100)["hits"]["hits"]
+    assert v2_points and all("aliases" not in h["_source"]["ml"]["model"] for h in v2_points)
+    assert es.get(index="mlops-models", id=f"{logged.model}/2")["_source"]["ml"]["model"]["aliases"] == []
+    assert es.get(index="mlops-models", id=f"{logged.model}/4")["_source"]["ml"]["model"]["aliases"] == [
+        "champion"
+    ]
+
+
+def _big_experiment(mlflow_uri: str, runs: int, steps: int) -> tuple[str, int]:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(mlflow_uri)
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(name)
+    base = int(time.time() * 1000) - 86_400_000
+    for r in range(runs):
+        run_id = client.create_run(experiment_id, run_name=f"r{r}").info.run_id
+        metrics = [
+            Metric(key, float(s) / (k + 1), base + s * 10, s)
+            for k, key in enumerate(("a", "b"))
+            for s in range(steps)
+        ]
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        client.set_terminated(run_id, "FINISHED")
+    return name, runs * steps * 2
+
+
+def test_kill_9_mid_sync_then_resync_leaves_exact_documents(
+    env: dict[str, str], es: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, expected = _big_experiment(mlflow_uri, runs=12, steps=2500)
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", name)
+    shipper("setup")
+    child_env = {**os.environ, "SHIPPER_BULK_MAX_ACTIONS": "1000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipper", "sync"],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    # Kill it as soon as some, but not all, points are in.
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        written = count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": name}})
+        if written > 0 or proc.poll() is not None:
+            break
+    assert proc.poll() is None, "sync finished before it could be killed; make the experiment bigger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    partial = count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": name}})
+    assert 0 < partial < expected
+
+    shipper("sync")
+    assert count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": name}}) == expected
+    assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": name}}) == 12
+    again = sync_json()
+    assert again["writes"]["written"] == 0 and again["history_reads"] == 0
+
+
+def test_rejected_documents_go_to_the_dead_letter_index(env: dict[str, str], es: Any) -> None:
+    from shipper.config import load_settings
+    from shipper.sink.bulk import BulkWriter
+    from shipper.sink.client import build_client
+
+    shipper("setup")
+    writer = BulkWriter(build_client(load_settings()))
+    result = writer.write(
+        [
+            {
+                "_op_type": "index",
+                "_index": "mlops-metrics-2024.01",
+                "_id": "good",
+                "_source": {
+                    "@timestamp": "2024-01-02T00:00:00Z",
+                    "mlflow": {"metric": {"key": "a", "value": 1.0}},
+                },
+            },
+            # An object where the mapping wants a number: rejected whatever the retries.
+            {
+                "_op_type": "index",
+                "_index": "mlops-metrics-2024.01",
+                "_id": "bad",
+                "_source": {"@timestamp": "2024-01-02T00:00:00Z", "mlflow": {"metric": {"key": {"oops": 1}}}},
+            },
+        ]
+    )
+    assert result.written == 1 and result.dead_lettered == 1
+    es.indices.refresh(index="mlops-dead-letter")
+    letter = es.search(index="mlops-dead-letter", query={"term": {"mlops.dead_letter.id": "bad"}})["hits"][
+        "hits"
+    ]
+    assert len(letter) == 1
+    assert letter[0]["_source"]["error"]["type"] == "document_parsing_exception"
+    assert '"oops"' in letter[0]["_source"]["mlops"]["dead_letter"]["original"]
+
+
+def test_check_and_validate(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "ILM:" in shipper("check").output
+    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URLL", "http://x")
+    result = CliRunner().invoke(main_group, ["validate"])
+    assert result.exit_code == 2
+    assert "did you mean SHIPPER_ELASTICSEARCH_URL" in result.output
+
+
+def test_check_fails_clearly_when_elasticsearch_is_down(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main_group, ["check"])
+    assert result.exit_code == 3
+    assert "cannot reach Elasticsearch" in result.output

@@ -1,0 +1,105 @@
+"""Golden tests of the MLflow transforms: records in, documents out, no server."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.sources.records import Experiment, MetricPoint, ModelVersion, Run
+from shipper.transforms.mlflow_docs import (
+    metric_point_action,
+    metric_point_id,
+    model_links,
+    model_version_write,
+    nonfinite_label,
+    run_write,
+    version_number,
+)
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "mlflow"
+
+
+def _value(raw: Any) -> float:
+    return float(raw)  # "NaN", "Infinity", "-Infinity" parse as Python floats
+
+
+def _point(raw: dict[str, Any]) -> MetricPoint:
+    return MetricPoint(raw["key"], _value(raw["value"]), raw["timestamp"], raw["step"])
+
+
+def _load() -> dict[str, Any]:
+    data = json.loads((GOLDEN / "input.json").read_text(encoding="utf-8"))
+    raw_run = data["run"]
+    run = Run(
+        **{k: v for k, v in raw_run.items() if k != "latest_metrics"},
+        latest_metrics={k: _point(v) for k, v in raw_run["latest_metrics"].items()},
+    )
+    versions = [ModelVersion(**{**v, "aliases": tuple(v["aliases"])}) for v in data["model_versions"]]
+    return {
+        "experiment": Experiment(**data["experiment"]),
+        "run": run,
+        "points": [_point(p) for p in data["points"]],
+        "versions": versions,
+        "stamp": data["stamp"],
+    }
+
+
+def _render() -> dict[str, Any]:
+    g = _load()
+    links = model_links(g["versions"])
+    link = links[g["run"].id]
+    return {
+        "metric_points": [metric_point_action(g["run"], g["experiment"], p, link) for p in g["points"]],
+        "run": run_write(g["run"], g["experiment"], link, g["stamp"]).action(),
+        "model_versions": [
+            model_version_write(mv, g["run"], g["experiment"], g["stamp"]).action() for mv in g["versions"]
+        ],
+    }
+
+
+def test_documents_match_golden(update_golden: bool) -> None:
+    expected_file = GOLDEN / "expected.json"
+    actual = json.loads(json.dumps(_render(), ensure_ascii=False))
+    if update_golden:
+        expected_file.write_text(json.dumps(actual, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    expected = json.loads(expected_file.read_text(encoding="utf-8"))
+    assert actual == expected
+
+
+def test_nonfinite_values_are_kept_visibly() -> None:
+    docs = _render()["metric_points"]
+    loss = next(d for d in docs if d["_source"]["mlflow"]["metric"]["key"] == "loss")
+    assert "value" not in loss["_source"]["mlflow"]["metric"]
+    assert loss["_source"]["mlflow"]["metric"]["value_nonfinite"] == "NaN"
+    assert nonfinite_label(-math.inf) == "-Infinity"
+    assert nonfinite_label(0.0) is None
+
+
+def test_points_partition_by_their_own_month() -> None:
+    docs = _render()["metric_points"]
+    assert docs[0]["_index"] == "mlops-metrics-2024.05"
+    assert docs[-1]["_index"] == "mlops-metrics-2024.06"
+
+
+def test_ids_are_deterministic_and_distinguish_natural_keys() -> None:
+    p = MetricPoint("acc", 0.5, 1000, 1)
+    assert metric_point_id("r", p) == metric_point_id("r", MetricPoint("acc", 0.9, 1000, 1))
+    assert metric_point_id("r", p) != metric_point_id("r", MetricPoint("acc", 0.5, 1000, 2))
+    assert metric_point_id("r", p) != metric_point_id("r2", p)
+
+
+@pytest.mark.parametrize(("version", "number"), [("1", 1), ("10", 10), ("v2", None), ("", None)])
+def test_version_number(version: str, number: int | None) -> None:
+    assert version_number(version) == number
+
+
+def test_model_links_sort_versions_numerically() -> None:
+    g = _load()
+    link = model_links(g["versions"])[g["run"].id]
+    assert link.versions == ("2", "10")
+    assert link.fields()["model"]["version_number"] == [2, 10]
+    assert link.fields()["model"]["aliases"] == ["champion"]
