@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ def _render() -> dict[str, Any]:
     link = links[g["run"].id]
     return {
         "metric_points": [metric_point_action(g["run"], g["experiment"], p, link) for p in g["points"]],
-        "run": run_write(g["run"], g["experiment"], link, g["stamp"]).action(),
+        "run": asdict(run_write(g["run"], g["experiment"], link, g["stamp"])),
         "model_versions": [
-            model_version_write(mv, g["run"], g["experiment"], g["stamp"]).action() for mv in g["versions"]
+            asdict(model_version_write(mv, g["run"], g["experiment"], g["stamp"])) for mv in g["versions"]
         ],
     }
 
