@@ -367,6 +367,12 @@ if (ctx.mlops.scoring.metric?.name != null) {
 }
 """
 
+#: Loggers of the inference server and gunicorn: their "Name: 7" messages are not metrics.
+_SERVER_LOGGER = (
+    "ctx.log?.logger instanceof String && (ctx.log.logger.startsWith('gunicorn') || "
+    "(ctx.log.logger.startsWith('azmlinfsrv') && ctx.log.logger != 'azmlinfsrv.print'))"
+)
+
 _DURATION_SCRIPT = (
     "if (ctx.event == null) { ctx.event = new HashMap(); } "
     "ctx.event.duration = Math.round(Double.parseDouble(ctx._tmp.duration_ms.toString()) * 1000000.0d);"
@@ -436,6 +442,22 @@ def _processors() -> list[dict[str, Any]]:
                     }
                 }
             ],
+        ),
+        _p(
+            "script",
+            "gunicorn_error_log",
+            lang="painless",
+            source="if (ctx.log == null) { ctx.log = new HashMap(); } "
+            "ctx.log.level = ctx._tmp.gunicorn_level; ctx.log.logger = 'gunicorn.error';",
+            **{"if": "ctx._tmp?.gunicorn_level != null"},
+        ),
+        # metrics are what the scoring script prints, never the server's own messages
+        _p(
+            "remove",
+            "no_server_metrics",
+            field="mlops.scoring.metric",
+            ignore_missing=True,
+            **{"if": _SERVER_LOGGER},
         ),
         _p(
             "kv",
