@@ -1,0 +1,100 @@
+"""The scoring-log assets without any server: patterns, pipeline body, mappings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from shipper.assets.scoring import pipeline as p
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_logstash_patterns_are_a_byte_identical_copy() -> None:
+    canonical = (REPO / "shipper" / "assets" / "scoring" / "patterns.grok").read_bytes()
+    copy = (REPO / "logstash" / "patterns" / "mlops_scoring").read_bytes()
+    assert copy == canonical, (
+        "refresh: cp shipper/assets/scoring/patterns.grok logstash/patterns/mlops_scoring"
+    )
+
+
+def test_pattern_definitions_are_complete_and_dotted() -> None:
+    defs = p.load_pattern_definitions()
+    for name in (*p.HEADER_PATTERNS, *p.MESSAGE_PATTERNS):
+        assert name in defs
+    for name, pattern in defs.items():
+        assert re.fullmatch(r"SCORING_[A-Z0-9_]+", name)
+        assert not re.search(r"%\{[A-Z0-9_]+:\[", pattern), (name, pattern)
+        for ref in re.findall(r"%\{([A-Z0-9_]+)", pattern):
+            assert ref in defs or not ref.startswith("SCORING_"), (name, ref)
+
+
+def test_field_reference_rewrite() -> None:
+    assert p.to_ingest_pattern("%{INT:[http][response][status_code]} [eE][+-]") == (
+        "%{INT:http.response.status_code} [eE][+-]"
+    )
+    assert p.parse_pattern_file("# c\n\nA_B x y\n") == {"A_B": "x y"}
+
+
+def test_pipeline_body() -> None:
+    body = p.scoring_pipeline()
+    json.dumps(body)  # serialisable
+    assert body["_meta"] == {"managed_by": "shipper", "version": p.PIPELINE_VERSION}
+    assert body["version"] == p.PIPELINE_VERSION
+    processors = body["processors"]
+    kinds = [next(iter(proc)) for proc in processors]
+    first = processors[0]["set"]
+    assert (first["field"], first["value"]) == ("event.ingested", "{{{_ingest.timestamp}}}")
+    assert kinds.index("rename") < kinds.index("grok") < kinds.index("convert") < kinds.index("date")
+    for proc in processors[1:]:
+        assert "ctx.mlops.scoring.parser == 'logstash'" in next(iter(proc.values()))["if"]
+    groks = [proc["grok"] for proc in processors if "grok" in proc]
+    assert [g["patterns"] for g in groks] == [
+        [f"%{{{n}}}" for n in p.HEADER_PATTERNS],
+        [f"%{{{n}}}" for n in p.MESSAGE_PATTERNS],
+    ]
+    assert all(g["pattern_definitions"] == p.load_pattern_definitions() for g in groks)
+    assert all(d["timezone"] == "UTC" for d in (proc["date"] for proc in processors if "date" in proc))
+    on_failure = json.dumps(body["on_failure"])
+    assert "error.message" in on_failure and p.TAG_PIPELINE_ERROR in on_failure
+    tags = [proc["tag"] for proc in (next(iter(x.values())) for x in processors)]
+    assert len(tags) == len(set(tags))
+
+
+def test_model_labels_are_mapped() -> None:
+    body = json.dumps(p.scoring_pipeline())
+    for sources in p.MODEL_LABELS.values():
+        for source in sources:
+            assert source in body
+
+
+def test_mappings_cover_the_data_contract() -> None:
+    props = p.scoring_mappings()["properties"]
+
+    def get(path: str) -> dict[str, object]:
+        node: dict[str, object] = {"properties": props}
+        for part in path.split("."):
+            node = node["properties"][part]  # type: ignore[index]
+        return node
+
+    for field in (
+        "@timestamp",
+        "log.level",
+        "log.logger",
+        "process.pid",
+        "message",
+        "http.request.method",
+        "url.path",
+        "http.response.status_code",
+        "http.response.body.bytes",
+        "event.duration",
+        "mlops.scoring.metric.name",
+        "mlops.scoring.metric.value",
+        "ml.model.name",
+        "ml.model.version",
+    ):
+        assert "type" in get(field), field
+    assert get("event.duration")["type"] == "long"
+    assert get("ml.model.version")["type"] == "keyword"
+    assert get("mlops.scoring.metric.value")["type"] == "double"
