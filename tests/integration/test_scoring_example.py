@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_scoring_pipeline import grok_results  # noqa: I001
+from tests.integration.test_scoring_pipeline import grok_results
 from tests.support.scoring import GrokEngine, join_records
 
 pytestmark = pytest.mark.integration
