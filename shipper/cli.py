@@ -18,7 +18,7 @@ import click
 import orjson
 
 from shipper import __version__
-from shipper.config import Settings, env_name, load_settings
+from shipper.config import LogFormat, Settings, env_name, load_settings
 from shipper.errors import ConnectivityError, ShipperError
 
 log = logging.getLogger("shipper")
@@ -35,7 +35,7 @@ class Context:
         if self._settings is None:
             self._settings = load_settings(self.config_file)
             if self.log_format:
-                self._settings = self._settings.model_copy(update={"log_format": self.log_format})
+                self._settings = self._settings.model_copy(update={"log_format": LogFormat(self.log_format)})
             from shipper import logs
 
             logs.configure(self._settings.log_format.value, self._settings.log_level)

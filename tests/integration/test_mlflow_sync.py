@@ -4,6 +4,7 @@ Elasticsearch are checked exactly."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -42,8 +43,6 @@ def shipper(*args: str) -> Any:
 
 
 def sync_json(*args: str) -> dict[str, Any]:
-    import json
-
     result = shipper("sync", "--json", *args)
     return dict(json.loads(result.output.strip().splitlines()[-1]))
 
@@ -408,3 +407,52 @@ def test_check_fails_clearly_when_elasticsearch_is_down(
     result = CliRunner().invoke(main_group, ["check"])
     assert result.exit_code == 3
     assert "cannot reach Elasticsearch" in result.output
+
+
+def test_run_polls_until_sigterm_then_exits_cleanly(
+    env: dict[str, str], es: Any, logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
+    shipper("setup")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipper", "--log-format", "json", "run", "--interval", "0.5"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and count(es, "mlops-runs", {"term": {"mlflow.experiment.name": logged.experiment}}) < 4
+        ):
+            time.sleep(0.3)
+        time.sleep(1.5)  # at least one more (no-op) pass
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    passes = [line["message"] for line in lines if line["message"].startswith("sync pass:")]
+    assert len(passes) >= 2
+    assert "24 metric points" in passes[0]
+    assert "0 metric points" in passes[-1]
+    assert lines[-1]["message"] == "stopped"
+    assert count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": logged.experiment}}) == 24
+
+
+def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
+    env: dict[str, str], es: Any, logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipper.config import load_settings
+    from shipper.errors import WriteError
+    from shipper.sink.bulk import BulkWriter
+    from shipper.sink.client import build_client
+
+    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", "http://127.0.0.1:9")
+    writer = BulkWriter(build_client(load_settings()), max_retry_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(WriteError, match="nothing was checkpointed"):
+        writer.write([{"_op_type": "index", "_index": "mlops-runs", "_id": "x", "_source": {}}])
+    assert 1.0 < time.monotonic() - started < 30  # it retried, with backoff, until the budget ran out
