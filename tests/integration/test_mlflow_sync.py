@@ -456,3 +456,32 @@ def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
     with pytest.raises(WriteError, match="nothing was checkpointed"):
         writer.write([{"_op_type": "index", "_index": "mlops-runs", "_id": "x", "_source": {}}])
     assert 1.0 < time.monotonic() - started < 30  # it retried, with backoff, until the budget ran out
+
+
+def test_local_sqlite_store_with_filters(
+    env: dict[str, str], es: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local sqlite tracking store (no server), experiment filters and a since-date."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    keep = client.create_experiment("keep-me", artifact_location=str(tmp_path / "a1"))
+    drop = client.create_experiment("drop-me", artifact_location=str(tmp_path / "a2"))
+    now = int(time.time() * 1000)
+    for experiment_id in (keep, drop):
+        for start in (now - 10 * 86_400_000, now - 1000):
+            run_id = client.create_run(experiment_id, start_time=start).info.run_id
+            client.log_metric(run_id, "m", 1.0, timestamp=start, step=0)
+            client.set_terminated(run_id, "FINISHED")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS", "drop-me,0")
+    monkeypatch.setenv(
+        "SHIPPER_MLFLOW_SINCE", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 86_400))
+    )
+    shipper("setup")
+    summary = sync_json()
+    assert summary["experiments"] == 1
+    assert summary["runs_seen"] == 1
+    assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "keep-me"}}) == 1
+    assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "drop-me"}}) == 0
