@@ -66,6 +66,7 @@ class Logged:
         self.model = ""
         self.runs: dict[str, str] = {}  # role -> run id
         self.points: dict[str, dict[str, list[tuple[int, float]]]] = {}  # run id -> key -> (step, value)
+        self.logged_model_id = ""
 
 
 def log_experiment(mlflow_uri: str) -> Logged:
@@ -114,6 +115,10 @@ def log_experiment(mlflow_uri: str) -> Logged:
     for run_id in (v1, v2, v3):
         client.create_model_version(logged.model, f"runs:/{run_id}/model", run_id=run_id)
     client.set_registered_model_alias(logged.model, "champion", "2")
+    # An MLflow 3 logged model, apart from the registry.
+    logged.logged_model_id = client.create_logged_model(
+        logged.experiment_id, name="churn-gbm", source_run_id=v3, params={"depth": "6"}
+    ).model_id
     return logged
 
 
@@ -186,6 +191,11 @@ def test_sync_ships_exactly_what_was_logged(
     assert total == expected_points(logged)
     assert count(es, "mlops-runs", {"term": {"mlflow.experiment.id": logged.experiment_id}}) == 4
     assert count(es, "mlops-models", {"term": {"ml.model.name": logged.model}}) == 3
+    logged_model = es.get(index="mlops-models", id=f"logged/{logged.logged_model_id}")["_source"]
+    assert logged_model["ml"]["model"]["kind"] == "logged"
+    assert logged_model["ml"]["model"]["name"] == "churn-gbm"
+    assert logged_model["mlflow"]["run"]["id"] == logged.runs["v3"]
+    assert logged_model["mlflow"]["experiment"]["name"] == logged.experiment
     assert count(es, "mlops-dead-letter") == 0
 
     # Values, exactly, including the non-finite ones.
