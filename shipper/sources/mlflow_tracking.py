@@ -49,7 +49,8 @@ class MlflowSource:
             ) from None
         return len(page)
 
-    def experiments(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Experiment]:
+    def experiments(self) -> list[Experiment]:
+        """Every experiment, deleted ones included (their runs may still matter to dashboards)."""
         from mlflow.entities import ViewType
 
         found: list[Experiment] = []
@@ -61,17 +62,7 @@ class MlflowSource:
             token = page.token
             if not token:
                 break
-        wanted = set(include)
-        unwanted = set(exclude)
-        selected = [
-            e
-            for e in found
-            if (not wanted or e.id in wanted or e.name in wanted) and not ({e.id, e.name} & unwanted)
-        ]
-        unknown = wanted - {e.id for e in found} - {e.name for e in found}
-        if unknown:
-            log.warning("experiments %s named in SHIPPER_MLFLOW_EXPERIMENTS do not exist", sorted(unknown))
-        return sorted(selected, key=lambda e: e.id)
+        return sorted(found, key=lambda e: e.id)
 
     def runs(self, experiment_ids: Sequence[str], since: datetime | None = None) -> Iterator[Run]:
         from mlflow.entities import ViewType
@@ -165,6 +156,21 @@ def metric_value(raw: Any) -> float:
     if abs(value) == sys.float_info.max:
         return math.copysign(math.inf, value)
     return value
+
+
+def select_experiments(
+    experiments: Sequence[Experiment], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Experiment]:
+    """Apply the include/exclude filters, which name experiments by name or id."""
+    wanted, unwanted = set(include), set(exclude)
+    unknown = wanted - {e.id for e in experiments} - {e.name for e in experiments}
+    if unknown:
+        log.warning("experiments %s named in SHIPPER_MLFLOW_EXPERIMENTS do not exist", sorted(unknown))
+    return [
+        e
+        for e in experiments
+        if (not wanted or e.id in wanted or e.name in wanted) and not ({e.id, e.name} & unwanted)
+    ]
 
 
 def _metric(m: Any) -> MetricPoint:

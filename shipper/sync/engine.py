@@ -27,7 +27,7 @@ from shipper.config import Settings
 from shipper.setup.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import EntityWrite, upsert_entities
-from shipper.sources.mlflow_tracking import MlflowSource
+from shipper.sources.mlflow_tracking import MlflowSource, select_experiments
 from shipper.sources.records import Experiment, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
@@ -172,9 +172,10 @@ class SyncEngine:
         self.summary = summary = PassSummary()
         stamp = int(self.clock() * 1000)
         checkpoints = {} if full else load_run_checkpoints(self.client)
-        all_experiments = {e.id: e for e in self.source.experiments()}
-        selected = self.source.experiments(
-            self.settings.mlflow_experiments, self.settings.mlflow_exclude_experiments
+        listed = self.source.experiments()
+        all_experiments = {e.id: e for e in listed}
+        selected = select_experiments(
+            listed, self.settings.mlflow_experiments, self.settings.mlflow_exclude_experiments
         )
         summary.experiments = len(selected)
         versions = self.source.model_versions()

@@ -104,3 +104,13 @@ def test_model_links_sort_versions_numerically() -> None:
     assert link.versions == ("2", "10")
     assert link.fields()["model"]["version_number"] == [2, 10]
     assert link.fields()["model"]["aliases"] == ["champion"]
+
+
+def test_experiment_filters_by_name_or_id() -> None:
+    from shipper.sources.mlflow_tracking import select_experiments
+
+    experiments = [Experiment("0", "Default"), Experiment("7", "churn"), Experiment("9", "fraud")]
+    assert [e.id for e in select_experiments(experiments)] == ["0", "7", "9"]
+    assert [e.id for e in select_experiments(experiments, include=["churn", "9"])] == ["7", "9"]
+    assert [e.id for e in select_experiments(experiments, exclude=["0"])] == ["7", "9"]
+    assert select_experiments(experiments, include=["nope"]) == []
