@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -30,7 +31,9 @@ class MlflowSource:
     def __init__(self, tracking_uri: str | None = None) -> None:
         from mlflow import MlflowClient  # imported late: it is the slowest import we have
 
-        self._client = MlflowClient(tracking_uri=tracking_uri)
+        # MLFLOW_TRACKING_URI is the contract; read it here so that an in-process
+        # mlflow.set_tracking_uri() elsewhere cannot redirect the shipper.
+        self._client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         self.tracking_uri = self._client.tracking_uri
         self.requests: dict[str, int] = {}
 

@@ -70,10 +70,8 @@ class Logged:
 
 
 def log_experiment(mlflow_uri: str) -> Logged:
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(mlflow_uri)
     client = MlflowClient(mlflow_uri)
     logged = Logged()
     suffix = uuid.uuid4().hex[:8]
