@@ -260,5 +260,11 @@ def run(ctx: Context, interval: float | None) -> None:
     log.info("stopped")
 
 
+from shipper.webhook.cli import reconcile, serve  # noqa: E402
+
+main_group.add_command(serve)
+main_group.add_command(reconcile)
+
+
 def main() -> None:
     main_group(prog_name="shipper")

@@ -117,6 +117,104 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(default=LogFormat.TEXT, description="`text` or `json`.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
 
+    # --- Azure ML: Event Grid webhook (`shipper serve`), enrichment, notifications, reconcile ----
+    webhook_host: str = Field(default="0.0.0.0", description="Address `shipper serve` listens on.")
+    webhook_port: int = Field(default=8080, ge=1, le=65535, description="Port `shipper serve` listens on.")
+    webhook_insecure_no_auth: bool = Field(
+        default=False,
+        description="Accept deliveries without any credential. Only for a loopback test setup; "
+        "`shipper serve` refuses to start without SHIPPER_WEBHOOK_SECRET or Entra ID otherwise.",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest request body taken. Event Grid sends at most 1 MB per delivery; a bigger "
+        "body is answered 400 after a summary of it is dead-lettered.",
+    )
+    webhook_max_events: int = Field(
+        default=5000, ge=1, description="Most events taken in one delivery (Event Grid's limit is 5,000)."
+    )
+    webhook_write_budget_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        le=20,
+        description="How long one delivery may retry its Elasticsearch writes before it is answered 503 "
+        "(Event Grid waits 30 s for an answer, then retries for up to 24 h).",
+    )
+    webhook_retry_after_seconds: int = Field(
+        default=10, ge=1, description="Retry-After of a 503 answer, seconds."
+    )
+    webhook_allowed_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Only events from these topics (workspace resource ids, comma-separated; case does "
+        "not matter). Empty: any topic. Events from other topics are answered 403.",
+    )
+    webhook_entra_tenant_id: str | None = Field(
+        default=None,
+        description="Accept Microsoft Entra ID bearer tokens issued by this tenant (Event Grid's "
+        "'Microsoft Entra authentication' on the subscription).",
+    )
+    webhook_entra_audience: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted token audiences (the application id URI and/or client id), comma-separated.",
+    )
+    webhook_entra_issuers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted token issuers. Empty: the tenant's v1 and v2 issuers.",
+    )
+    webhook_entra_jwks_url: str | None = Field(
+        default=None,
+        description="Where the token signing keys are published. Empty: the tenant's "
+        "`/discovery/v2.0/keys` on the Microsoft Entra login host.",
+    )
+    webhook_entra_required_role: str | None = Field(
+        default=None, description="A role (app role value) the token must carry, if set."
+    )
+    webhook_sync_on_terminal: bool = Field(
+        default=True,
+        description="When a run reaches Completed, Failed or Canceled, run an MLflow sync pass at once "
+        "(needs MLFLOW_TRACKING_URI).",
+    )
+    azureml_enrichment: bool = Field(
+        default=True,
+        description="Add job details (`azureml.job.*`) from azure-ai-ml after each run event is written.",
+    )
+    azureml_enrichment_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one enrichment is retried (throttling, outages) before it is recorded as "
+        "failed on the run document.",
+    )
+    azureml_enrichment_workers: int = Field(default=4, ge=1, le=64, description="Parallel enrichments.")
+    azureml_enrichment_queue_size: int = Field(
+        default=10_000, ge=1, description="Runs waiting for enrichment; beyond it enrichment is skipped."
+    )
+    azureml_workspaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Workspace resource ids (comma-separated) that `shipper reconcile` lists jobs of.",
+    )
+    azureml_reconcile_interval_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="`shipper serve` runs a reconcile pass this often (0: never).",
+    )
+    azureml_reconcile_lookback_hours: float = Field(
+        default=24.0, gt=0, description="Reconcile looks at jobs created this recently."
+    )
+    notify_urls: SecretStr | None = Field(
+        default=None,
+        description="Incoming-webhook URLs (Slack, Teams, ...) to notify, comma-separated. They carry "
+        "tokens, so they are secrets.",
+    )
+    notify_on: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["started", "completed", "failed", "model_registered"],
+        description="Which notifications to send: started, completed, failed, canceled, "
+        "model_registered (comma-separated).",
+    )
+    notify_experiments: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Only runs of these experiments (comma-separated). Empty: all."
+    )
+
     @field_validator("mlflow_experiments", "mlflow_exclude_experiments", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -164,6 +262,56 @@ class Settings(BaseSettings):
                 "remove them from one of SHIPPER_MLFLOW_EXPERIMENTS / SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS"
             )
         return self
+
+    # --- Azure ML: validators and helpers ------------------------------------------------------
+    @field_validator(
+        "webhook_allowed_topics",
+        "webhook_entra_audience",
+        "webhook_entra_issuers",
+        "azureml_workspaces",
+        "notify_on",
+        "notify_experiments",
+        mode="before",
+    )
+    @classmethod
+    def _split_azureml_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_on")
+    @classmethod
+    def _check_notify_on(cls, value: list[str]) -> list[str]:
+        known = ("started", "completed", "failed", "canceled", "model_registered")
+        wrong = [v for v in value if v not in known]
+        if wrong:
+            raise ValueError(f"{wrong} are not notifications; use some of {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_azureml(self) -> Settings:
+        if self.webhook_entra_tenant_id and not self.webhook_entra_audience:
+            raise ValueError(
+                "SHIPPER_WEBHOOK_ENTRA_TENANT_ID needs SHIPPER_WEBHOOK_ENTRA_AUDIENCE: set it to the "
+                "application id URI (or client id) the Event Grid subscription requests tokens for"
+            )
+        if self.webhook_entra_audience and not self.webhook_entra_tenant_id:
+            raise ValueError(
+                "SHIPPER_WEBHOOK_ENTRA_AUDIENCE needs SHIPPER_WEBHOOK_ENTRA_TENANT_ID (the tenant that "
+                "issues the tokens)"
+            )
+        for url in self.notify_url_list():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "SHIPPER_NOTIFY_URLS holds a value that is not an http(s) URL; give the full "
+                    "incoming-webhook URL (scheme included)"
+                )
+        return self
+
+    def notify_url_list(self) -> list[str]:
+        if self.notify_urls is None:
+            return []
+        return [p.strip() for p in self.notify_urls.get_secret_value().split(",") if p.strip()]
 
     def webhook_secrets(self) -> list[SecretStr]:
         if self.webhook_secret is None:

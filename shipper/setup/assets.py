@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from shipper.setup import names
 
-ASSET_VERSION = 1
+ASSET_VERSION = 2
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -85,6 +85,86 @@ MODEL_FIELDS = _obj(
 
 EXPERIMENT_FIELDS = _obj(id=KEYWORD, name=KEYWORD)
 
+# Azure ML: what events and run documents share under `azureml.*` (see
+# shipper.transforms.azureml_events); tags and properties are user-defined, hence free-form.
+AZUREML_JOB_FIELDS = _obj(
+    name=KEYWORD,
+    display_name=KEYWORD,
+    type=KEYWORD,
+    status=KEYWORD,
+    experiment_name=KEYWORD,
+    description={"type": "text"},
+    compute=KEYWORD,
+    compute_id=KEYWORD,
+    compute_type=KEYWORD,
+    environment=KEYWORD,
+    image=KEYWORD,
+    command={"type": "text", "fields": {"keyword": KEYWORD}},
+    parent_run_id=KEYWORD,
+    step_count=LONG,
+    start_time=DATE,
+    end_time=DATE,
+    duration_ms=LONG,
+    created_at=DATE,
+    created_by=KEYWORD,
+    studio_url={"type": "keyword", "index": False},
+    tags=_free_form(),
+)
+AZUREML_COMMON = {
+    "workspace": _obj(name=KEYWORD, id=KEYWORD),
+    "subscription_id": KEYWORD,
+    "resource_group": KEYWORD,
+    "run": _obj(
+        id=KEYWORD,
+        status=KEYWORD,
+        type=KEYWORD,
+        status_time=DATE,
+        tags=_free_form(),
+        properties=_free_form(),
+    ),
+    "experiment": _obj(name=KEYWORD, id=KEYWORD),
+    "pipeline": _obj(run_id=KEYWORD, role=KEYWORD),
+    "job": AZUREML_JOB_FIELDS,
+    "enrichment": _obj(status=KEYWORD, time=DATE, attempts=LONG, error={"type": "text"}),
+}
+AZUREML_EVENT_FIELDS: dict[str, Any] = {
+    "dynamic": True,
+    "properties": AZUREML_COMMON
+    | {
+        "event_type": KEYWORD,
+        "schema": KEYWORD,
+        "topic": KEYWORD,
+        "subject": KEYWORD,
+        "time_source": KEYWORD,
+        "model": _obj(properties=_free_form()),
+        "deployment": _obj(
+            name=KEYWORD,
+            compute_type=KEYWORD,
+            model_ids=KEYWORD,
+            tags=_free_form(),
+            properties=_free_form(),
+        ),
+        "drift": _obj(
+            id=KEYWORD,
+            name=KEYWORD,
+            base_dataset_id=KEYWORD,
+            target_dataset_id=KEYWORD,
+            coefficient=DOUBLE,
+            start_time=DATE,
+            end_time=DATE,
+        ),
+    },
+}
+AZUREML_RUN_FIELDS: dict[str, Any] = {
+    "dynamic": True,
+    "properties": AZUREML_COMMON
+    | {
+        "source": KEYWORD,
+        "reconciled_at": DATE,
+        "last_event": _obj(id=KEYWORD, action=KEYWORD, time=DATE),
+    },
+}
+
 COMMON_SETTINGS: dict[str, Any] = {
     "index": {
         "number_of_shards": 1,
@@ -146,7 +226,7 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
                 metrics_nonfinite=_free_form(),
             ),
             "ml": _obj(model=MODEL_FIELDS),
-            "azureml": {"type": "object", "dynamic": True},
+            "azureml": AZUREML_RUN_FIELDS,
             # Which source wrote which part of the entity, and how new its view was.
             "mlops": _obj(versions={"type": "object", "enabled": False}),
         },
@@ -176,16 +256,18 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
         "properties": {
             "@timestamp": DATE,
             "event": _obj(
-                id=KEYWORD, action=KEYWORD, kind=KEYWORD, ingested=DATE, created=DATE, dataset=KEYWORD
+                id=KEYWORD,
+                action=KEYWORD,
+                kind=KEYWORD,
+                ingested=DATE,
+                created=DATE,
+                dataset=KEYWORD,
+                module=KEYWORD,
+                provider=KEYWORD,
+                outcome=KEYWORD,
             ),
-            "azureml": _obj(
-                workspace=_obj(name=KEYWORD),
-                subscription_id=KEYWORD,
-                resource_group=KEYWORD,
-                run=_obj(id=KEYWORD, status=KEYWORD, type=KEYWORD),
-                experiment=_obj(name=KEYWORD, id=KEYWORD),
-                pipeline=_obj(run_id=KEYWORD),
-            ),
+            "error": _obj(message={"type": "text"}, type=KEYWORD),
+            "azureml": AZUREML_EVENT_FIELDS,
             "ml": _obj(model=MODEL_FIELDS),
             "mlops": _obj(raw={"type": "object", "enabled": False}),
         },

@@ -1,0 +1,347 @@
+"""Event Grid deliveries: two wire schemas in, one event model out. Pure: no I/O, no clock.
+
+    Event Grid schema    `application/json`: a JSON array of
+                         {id, topic, subject, eventType, eventTime, data, dataVersion, metadataVersion}
+    CloudEvents 1.0      structured mode: `application/cloudevents+json` (one event) or
+                         `application/cloudevents-batch+json` (an array) of
+                         {specversion, id, source, type, time, subject, data | data_base64, ...};
+                         binary mode: `ce-*` headers, the body is the data
+
+The subscription validation handshake of the Event Grid schema arrives as a delivery of one
+`Microsoft.EventGrid.SubscriptionValidationEvent`; `Delivery.validation_code` carries its code.
+
+`InvalidPayload` is raised for a body that can never be accepted however often it is sent (not
+JSON, wrong shape, an event without id, type or a readable time, too many events). It lists every
+problem found, so the dead letter says all that is wrong at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+AZUREML_PREFIX = "Microsoft.MachineLearningServices."
+
+Schema = Literal["EventGridEvent", "CloudEvent"]
+
+MAX_PROBLEMS = 20
+
+_WORKSPACE_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)(?:/.*)?$",
+    re.IGNORECASE,
+)
+
+
+class InvalidPayload(ValueError):
+    """A delivery that can never succeed. `problems` names each defect and where it is."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(self.problems)
+        text = "; ".join(self.problems) + (f"; and {more} more" if more > 0 else "")
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """An Azure ML workspace, from a resource id such as an event's topic."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}"
+        )
+
+
+def parse_workspace(resource_id: str | None) -> Workspace | None:
+    """`/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.MachineLearningServices/
+    workspaces/<ws>[/...]` -> Workspace; anything else -> None."""
+    if not resource_id:
+        return None
+    match = _WORKSPACE_RE.match(resource_id.strip())
+    if match is None:
+        return None
+    return Workspace(match["sub"], match["rg"], match["ws"])
+
+
+def normalise_topic(topic: str) -> str:
+    """Resource ids compare case-insensitively, without a trailing slash."""
+    return topic.strip().rstrip("/").lower()
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    # None only for a CloudEvent without `time` (the attribute is optional there).
+    time: datetime | None
+    source: str
+    subject: str | None
+    data: Any
+    schema: Schema
+    raw: dict[str, Any] = field(repr=False)
+    data_version: str | None = None
+
+    @property
+    def short_type(self) -> str:
+        """`Microsoft.MachineLearningServices.RunStatusChanged` -> `RunStatusChanged`."""
+        return self.type.rsplit(".", 1)[-1] if self.type.startswith(AZUREML_PREFIX) else self.type
+
+    @property
+    def workspace(self) -> Workspace | None:
+        return parse_workspace(self.source)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    schema: Schema
+    events: list[Event]
+    validation_code: str | None = None
+    validation_url: str | None = None
+
+    @property
+    def is_validation(self) -> bool:
+        return self.validation_code is not None
+
+
+def parse_time(value: Any) -> datetime:
+    """An RFC 3339 time (Event Grid writes 7 fractional digits) -> an aware UTC datetime."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is not a time string")
+    text = value.strip()
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    # More than 6 fractional digits: Python reads at most microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value[:64]!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    if moment.year < 1970:
+        raise ValueError(f"{value[:64]!r} is before 1970")
+    return moment
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _string(event: Mapping[str, Any], key: str, where: str, problems: list[str]) -> str:
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}: `{key}` is missing or not a non-empty string")
+        return ""
+    return value
+
+
+def _optional_string(event: Mapping[str, Any], key: str, where: str, problems: list[str]) -> str | None:
+    value = event.get(key)
+    if value is not None and not isinstance(value, str):
+        problems.append(f"{where}: `{key}` is not a string")
+        return None
+    return value
+
+
+def _eventgrid_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: is not a JSON object")
+        return None
+    before = len(problems)
+    event_id = _string(raw, "id", where, problems)
+    event_type = _string(raw, "eventType", where, problems)
+    moment: datetime | None = None
+    try:
+        moment = parse_time(raw.get("eventTime"))
+    except ValueError as exc:
+        problems.append(f"{where}: `eventTime` {exc}")
+    topic = _optional_string(raw, "topic", where, problems) or ""
+    subject = _optional_string(raw, "subject", where, problems)
+    data_version = _optional_string(raw, "dataVersion", where, problems)
+    if len(problems) > before:
+        return None
+    return Event(
+        event_id, event_type, moment, topic, subject, raw.get("data"), "EventGridEvent", raw, data_version
+    )
+
+
+def _cloud_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: is not a JSON object")
+        return None
+    before = len(problems)
+    event_id = _string(raw, "id", where, problems)
+    event_type = _string(raw, "type", where, problems)
+    source = _string(raw, "source", where, problems)
+    version = raw.get("specversion")
+    if version != "1.0":
+        problems.append(f"{where}: `specversion` is {version!r}; only CloudEvents 1.0 is understood")
+    moment: datetime | None = None
+    if raw.get("time") is not None:
+        try:
+            moment = parse_time(raw.get("time"))
+        except ValueError as exc:
+            problems.append(f"{where}: `time` {exc}")
+    subject = _optional_string(raw, "subject", where, problems)
+    data = raw.get("data")
+    if data is None and raw.get("data_base64") is not None:
+        data = _decode_base64(raw["data_base64"], _optional_string(raw, "datacontenttype", where, problems))
+    if len(problems) > before:
+        return None
+    return Event(event_id, event_type, moment, source, subject, data, "CloudEvent", raw, None)
+
+
+def _decode_base64(value: Any, content_type: str | None) -> Any:
+    """`data_base64` holding JSON becomes that JSON; anything else stays as the base64 text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value
+    if _media_type(content_type) in ("", "application/json", "text/json") or _media_type(
+        content_type
+    ).endswith("+json"):
+        try:
+            return orjson.loads(decoded)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _binary_cloud_event(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> Event | None:
+    """CloudEvents binary mode: attributes in `ce-*` headers, the data is the body."""
+    raw: dict[str, Any] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith("ce-"):
+            raw[lower[3:]] = value
+    if content_type:
+        raw["datacontenttype"] = content_type
+    data: Any = None
+    if body:
+        media = _media_type(content_type)
+        if media in ("application/json", "text/json") or media.endswith("+json"):
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidPayload(
+                    ["binary-mode CloudEvent: the body is declared JSON but is not"]
+                ) from None
+        else:
+            data = base64.b64encode(body).decode()
+            raw["data_base64"] = data
+    if data is not None and "data_base64" not in raw:
+        raw["data"] = data
+    problems: list[str] = []
+    event = _cloud_event(raw, "binary-mode CloudEvent", problems)
+    if problems:
+        raise InvalidPayload(problems)
+    return event
+
+
+def _int64(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _no_constant(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
+
+
+def parse_delivery(
+    body: bytes,
+    content_type: str | None,
+    headers: Mapping[str, str] | None = None,
+    max_events: int = 5000,
+) -> Delivery:
+    """Parse one webhook delivery. Raise InvalidPayload when it can never be accepted."""
+    media = _media_type(content_type)
+    headers = headers or {}
+    if any(k.lower() == "ce-specversion" for k in headers) and media not in (
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+    ):
+        event = _binary_cloud_event(body, content_type, headers)
+        return Delivery("CloudEvent", [event] if event else [])
+    if not body.strip():
+        raise InvalidPayload(["the body is empty; expected a JSON array of events or a CloudEvent"])
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:  # valid JSON orjson declines (numbers beyond a double, UTF-16): the standard parser
+            document = json.loads(
+                body, parse_int=_int64, parse_float=_finite_float, parse_constant=_no_constant
+            )
+        except (ValueError, RecursionError):
+            raise InvalidPayload([f"the body is not JSON ({exc})"]) from None
+
+    schema: Schema
+    if media == "application/cloudevents+json":
+        if not isinstance(document, dict):
+            raise InvalidPayload(["`application/cloudevents+json` must carry one JSON object"])
+        items: list[Any] = [document]
+        schema = "CloudEvent"
+    elif media == "application/cloudevents-batch+json":
+        if not isinstance(document, list):
+            raise InvalidPayload(["`application/cloudevents-batch+json` must carry a JSON array"])
+        items, schema = document, "CloudEvent"
+    else:
+        items = document if isinstance(document, list) else [document]
+        first = items[0] if items else None
+        if isinstance(first, dict) and "specversion" in first:
+            schema = "CloudEvent"
+        elif (isinstance(first, dict) and "eventType" in first) or not items:
+            schema = "EventGridEvent"
+        else:
+            raise InvalidPayload(
+                [
+                    "the body is neither Event Grid events (with `eventType`) nor CloudEvents (with "
+                    "`specversion`)"
+                ]
+            )
+    if len(items) > max_events:
+        raise InvalidPayload([f"{len(items)} events in one delivery; at most {max_events} are taken"])
+
+    problems: list[str] = []
+    events: list[Event] = []
+    parse = _cloud_event if schema == "CloudEvent" else _eventgrid_event
+    for position, item in enumerate(items):
+        event = parse(item, f"event {position}", problems)
+        if event is not None:
+            events.append(event)
+    if problems:
+        raise InvalidPayload(problems)
+
+    validation = [e for e in events if e.type == SUBSCRIPTION_VALIDATION]
+    if validation:
+        data = validation[0].data if isinstance(validation[0].data, dict) else {}
+        code = data.get("validationCode")
+        if not isinstance(code, str) or not code:
+            raise InvalidPayload(["subscription validation event without a `data.validationCode`"])
+        url = data.get("validationUrl")
+        return Delivery(schema, events, code, url if isinstance(url, str) else None)
+    return Delivery(schema, events)

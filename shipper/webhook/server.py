@@ -1,0 +1,302 @@
+"""Wiring of `shipper serve`: settings -> Elasticsearch client, writer, service, background workers,
+app; and uvicorn to run it, in the foreground (the command) or in a thread (tests, bench).
+
+The webhook's Elasticsearch client has its request timeout bounded by the write budget, so that
+a hung cluster is answered 503 well inside Event Grid's 30 seconds. Enrichment, notifications,
+the MLflow sync trigger and reconcile run on their own threads with the ordinary client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from elasticsearch import Elasticsearch
+from fastapi import FastAPI
+
+from shipper.azure.enrich import Enricher
+from shipper.azure.events import Workspace, parse_workspace
+from shipper.azure.jobs import JobsClient
+from shipper.config import Settings
+from shipper.sink.bulk import BulkWriter
+from shipper.webhook.app import create_app
+from shipper.webhook.auth import Authenticator, EntraVerifier
+from shipper.webhook.notify import Notifier
+from shipper.webhook.service import WebhookService
+from shipper.webhook.sync_trigger import SyncTrigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Webhook:
+    """Everything `shipper serve` runs, built from settings; `start`/`stop` the background parts."""
+
+    settings: Settings
+    client: Elasticsearch
+    service: WebhookService
+    auth: Authenticator
+    app: FastAPI
+    enricher: Enricher | None = None
+    notifier: Notifier | None = None
+    trigger: SyncTrigger | None = None
+    reconcile_every: float = 0.0
+    jobs: JobsClient | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for part in (self.enricher, self.notifier, self.trigger):
+            if part is not None:
+                part.start()
+        if self.reconcile_every > 0 and self.jobs is not None:
+            thread = threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for part in (self.enricher, self.notifier, self.trigger):
+            if part is not None:
+                part.stop()
+        for thread in self._threads:
+            thread.join(5)
+
+    def use_ilm(self, ilm: bool) -> None:
+        """Tell the writers whether the cluster has ILM (known only once it answers)."""
+        self.service.writer.ilm = ilm
+        if self.enricher is not None:
+            self.enricher.writer.ilm = ilm
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        for part in (self.enricher, self.notifier, self.trigger):
+            if part is not None and not part.wait_idle(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    def _reconcile_loop(self) -> None:
+        from shipper.azure.reconcile import reconcile
+
+        assert self.jobs is not None
+        workspaces = workspaces_of(self.settings)
+        writer = BulkWriter(self.client)
+        while not self._stop.wait(self.reconcile_every):
+            try:
+                summary = reconcile(
+                    self.client,
+                    writer,
+                    self.jobs,
+                    workspaces,
+                    lookback=timedelta(hours=self.settings.azureml_reconcile_lookback_hours),
+                )
+                log.info("%s", summary.line())
+            except Exception as exc:
+                log.error("reconcile pass failed: %s", exc)
+
+
+def workspaces_of(settings: Settings) -> list[Workspace]:
+    found = []
+    for resource_id in settings.azureml_workspaces:
+        workspace = parse_workspace(resource_id)
+        if workspace is None:
+            raise ValueError(
+                f"SHIPPER_AZUREML_WORKSPACES: {resource_id!r} is not a workspace resource id; write it as "
+                "/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/"
+                "workspaces/<name>"
+            )
+        found.append(workspace)
+    return found
+
+
+def azure_jobs_client() -> JobsClient | None:
+    """The azure-ai-ml backed client, or None when the `azure` extra is not installed."""
+    try:
+        if any(importlib.util.find_spec(name) is None for name in ("azure.ai.ml", "azure.identity")):
+            return None
+    except ModuleNotFoundError:  # no `azure` namespace at all
+        return None
+    from shipper.azure.jobs import AzureMLJobs
+
+    return AzureMLJobs()
+
+
+def build_webhook(
+    settings: Settings,
+    *,
+    client: Elasticsearch | None = None,
+    insecure_no_auth: bool = False,
+    enrich: bool = True,
+    sync_on_terminal: bool = True,
+    jobs: JobsClient | None = None,
+    make_engine: Callable[[], Any] | None = None,
+    ilm: bool = False,
+) -> Webhook:
+    """Raise ValueError when the configuration cannot make a safe webhook (e.g. no credentials)."""
+    from shipper.sink.client import build_client
+
+    entra = None
+    if settings.webhook_entra_tenant_id:
+        entra = EntraVerifier(
+            settings.webhook_entra_tenant_id,
+            settings.webhook_entra_audience,
+            settings.webhook_entra_issuers,
+            settings.webhook_entra_jwks_url,
+            settings.webhook_entra_required_role,
+        )
+    auth = Authenticator(
+        settings.webhook_secrets(), entra, insecure_no_auth or settings.webhook_insecure_no_auth
+    )
+    base = client if client is not None else build_client(settings)
+    budget = settings.webhook_write_budget_seconds
+    bounded = base.options(request_timeout=min(settings.elasticsearch_request_timeout, budget))
+    writer = BulkWriter(
+        bounded,
+        max_actions=settings.bulk_max_actions,
+        max_bytes=settings.bulk_max_bytes,
+        max_retry_seconds=budget,
+        ilm=ilm,
+    )
+    background_writer = BulkWriter(
+        base,
+        max_actions=settings.bulk_max_actions,
+        max_bytes=settings.bulk_max_bytes,
+        max_retry_seconds=settings.bulk_max_retry_seconds,
+        ilm=ilm,
+    )
+
+    enricher = None
+    if enrich and settings.azureml_enrichment:
+        jobs = jobs if jobs is not None else azure_jobs_client()
+        if jobs is None:
+            log.warning(
+                "job enrichment is off: azure-ai-ml is not installed (pip install 'shipper[azure]'); "
+                "set SHIPPER_AZUREML_ENRICHMENT=false to silence this"
+            )
+        else:
+            enricher = Enricher(
+                jobs,
+                base,
+                background_writer,
+                max_seconds=settings.azureml_enrichment_max_seconds,
+                workers=settings.azureml_enrichment_workers,
+                queue_size=settings.azureml_enrichment_queue_size,
+            )
+
+    notifier = None
+    urls = settings.notify_url_list()
+    if urls:
+        notifier = Notifier(urls, settings.notify_on, settings.notify_experiments)
+
+    trigger = None
+    if sync_on_terminal and settings.webhook_sync_on_terminal:
+        if make_engine is None and os.environ.get("MLFLOW_TRACKING_URI"):
+            make_engine = _engine_factory(settings, base, background_writer)
+        if make_engine is not None:
+            trigger = SyncTrigger(make_engine)
+        else:
+            log.info("no MLflow sync on run end: MLFLOW_TRACKING_URI is not set")
+
+    service = WebhookService(
+        bounded,
+        writer,
+        write_budget_seconds=budget,
+        retry_after_seconds=settings.webhook_retry_after_seconds,
+        max_events=settings.webhook_max_events,
+        allowed_topics=settings.webhook_allowed_topics,
+        enricher=enricher,
+        notifier=notifier,
+        on_terminal=(lambda run: trigger.request(run.run_id, run.experiment_name)) if trigger else None,
+    )
+    app = create_app(service, auth, max_body_bytes=settings.webhook_max_body_bytes)
+    return Webhook(
+        settings,
+        base,
+        service,
+        auth,
+        app,
+        enricher,
+        notifier,
+        trigger,
+        reconcile_every=settings.azureml_reconcile_interval_seconds,
+        jobs=jobs if settings.azureml_workspaces else None,
+    )
+
+
+def _engine_factory(settings: Settings, client: Elasticsearch, writer: BulkWriter) -> Callable[[], Any]:
+    def make() -> Any:
+        from shipper.sources.mlflow_tracking import MlflowSource
+        from shipper.sync.engine import SyncEngine
+
+        return SyncEngine(MlflowSource(), client, writer, settings)
+
+    return make
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    # No access log (request lines carry ?code=), and the shipper's own logging setup stays.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=75,
+        lifespan="off",
+    )
+
+
+class BackgroundServer:
+    """uvicorn serving an app on loopback from a thread: for tests and the benchmark."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host, self.port = self._socket.getsockname()[:2]
+        self.server = uvicorn.Server(uvicorn_config(app, host, self.port))
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the webhook server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def run_forever(webhook: Webhook, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT (uvicorn handles them), then stop the background parts."""
+    webhook.start()
+    try:
+        uvicorn.Server(uvicorn_config(webhook.app, host, port)).run()
+    finally:
+        webhook.stop()

@@ -1,0 +1,303 @@
+"""One delivery in, one answer out, with Event Grid's retry rules in mind.
+
+    200  the whole batch is written (events, run documents); or the validation handshake
+    400  the payload can never succeed (not JSON, wrong shape, an event without id/type/time, too
+         big, too many events); it is written to the dead-letter index first
+    403  an event's topic is outside SHIPPER_WEBHOOK_ALLOWED_TOPICS (nothing written)
+    503  Elasticsearch is unreachable or pushing back, within the write budget; `Retry-After`
+         is set and Event Grid retries (for up to 24 hours): nothing is lost
+
+Batches are all-or-none from the sender's view: a 200 means every event of it is written; after a
+503 the whole batch comes again, and because every document has a deterministic `_id` (the event
+id; the run id), the parts already written are overwritten, never duplicated.
+
+After the write, and never delaying the answer: job enrichment is queued, notifications are
+queued, and a run that reached a terminal status triggers an MLflow sync pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from shipper.azure.enrich import Enricher, EnrichRequest
+from shipper.azure.events import Delivery, Event, InvalidPayload, normalise_topic, parse_delivery
+from shipper.errors import ShipperError, WriteError
+from shipper.setup.names import DEAD_LETTER_INDEX, RUNS_INDEX
+from shipper.sink.bulk import BulkWriter
+from shipper.sink.entities import EntityWrite, upsert_entities
+from shipper.transforms.azureml_events import (
+    MODEL_REGISTERED,
+    RunEvent,
+    event_action,
+    iso,
+    normalise_data,
+    notification_kind,
+    run_entity,
+    run_event,
+    run_view,
+    text,
+)
+from shipper.webhook import metrics
+from shipper.webhook.notify import Notifier, model_notification, run_notification
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_ORIGINAL_BYTES = 1024 * 1024
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = "accepted"
+
+
+class WebhookService:
+    def __init__(
+        self,
+        client: Elasticsearch,
+        writer: BulkWriter,
+        write_budget_seconds: float = 8.0,
+        retry_after_seconds: int = 10,
+        max_events: int = 5000,
+        allowed_topics: Iterable[str] = (),
+        enricher: Enricher | None = None,
+        notifier: Notifier | None = None,
+        on_terminal: Callable[[RunEvent], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.writer = writer
+        self.write_budget = write_budget_seconds
+        self.retry_after = retry_after_seconds
+        self.max_events = max_events
+        self.allowed_topics = {normalise_topic(t) for t in allowed_topics}
+        self.enricher = enricher
+        self.notifier = notifier
+        self.on_terminal = on_terminal
+        self.clock = clock
+
+    def use_elasticsearch(self, client: Elasticsearch, writer: BulkWriter) -> None:
+        """Point the service at another client (tests: a cluster that goes away and comes back)."""
+        self.client, self.writer = client, writer
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def unavailable(self, reason: str) -> Answer:
+        metrics.DELIVERIES.labels(outcome="unavailable").inc()
+        log.warning("delivery answered 503 (Event Grid will retry): %s", reason)
+        return Answer(
+            503,
+            {"error": "unavailable", "message": reason},
+            {"Retry-After": str(self.retry_after)},
+            outcome="unavailable",
+        )
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    def handle(self, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> Answer:
+        """An authenticated delivery's body -> the answer."""
+        try:
+            delivery = parse_delivery(body, content_type, headers, self.max_events)
+        except InvalidPayload as exc:
+            return self.reject(body, content_type, exc.problems)
+        foreign = self._foreign_topics(delivery.events)
+        if foreign:
+            metrics.DELIVERIES.labels(outcome="forbidden").inc()
+            log.warning("delivery refused: topic %s is not in SHIPPER_WEBHOOK_ALLOWED_TOPICS", foreign[0])
+            return Answer(
+                403,
+                {"error": "forbidden", "message": "the event topic is not in the webhook's allow-list"},
+                outcome="forbidden",
+            )
+        if delivery.is_validation:
+            metrics.DELIVERIES.labels(outcome="validation").inc()
+            log.info("answered the Event Grid subscription validation handshake")
+            return Answer(200, {"validationResponse": delivery.validation_code}, outcome="validation")
+        return self.accept(delivery)
+
+    def _foreign_topics(self, events: list[Event]) -> list[str]:
+        if not self.allowed_topics:
+            return []
+        return [e.source for e in events if normalise_topic(e.source) not in self.allowed_topics]
+
+    def accept(self, delivery: Delivery) -> Answer:
+        received = self.clock()
+        # The same event twice in one batch: the last one counts.
+        events = list({e.id: e for e in delivery.events}.values())
+        actions = [event_action(e, received) for e in events]
+        runs: list[tuple[Event, RunEvent, dict[str, Any]]] = []
+        for event, action in zip(events, actions, strict=True):
+            run = run_event(event, received)
+            if run is not None:
+                runs.append((event, run, action))
+        deadline = time.monotonic() + self.write_budget
+        try:
+            carried = self._carried(r.run_id for _, r, _ in runs)
+            writes = [self._run_write(run, carried.get(run.run_id)) for _, run, _ in runs]
+            self.writer.write(actions, max_retry_seconds=self.write_budget)
+            left = max(0.5, deadline - time.monotonic())
+            if writes:
+                upsert_entities(self.client, self.writer, writes, max_retry_seconds=left)
+        except (WriteError, TransportError, ApiError) as exc:
+            for event in events:
+                metrics.EVENTS.labels(
+                    event_type=metrics.type_label(event.short_type), outcome="unavailable"
+                ).inc()
+            return self.unavailable(_reason(exc))
+        except ShipperError as exc:
+            return self.unavailable(str(exc))
+        for event in events:
+            metrics.EVENTS.labels(event_type=metrics.type_label(event.short_type), outcome="written").inc()
+        for _, run, _ in runs:
+            if run.status:
+                metrics.RUN_STATUSES.labels(status=run.status).inc()
+        metrics.DELIVERIES.labels(outcome="accepted").inc()
+        self._after_write(events, runs, received)
+        return Answer(200, {"accepted": len(events), "runs": len({r.run_id for _, r, _ in runs})})
+
+    def _carried(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The job details already on each run document: a new event's view keeps them until its
+        own enrichment replaces them."""
+        ids = sorted(set(run_ids))
+        if not ids or self.enricher is None:
+            return {}
+        found = self.client.mget(index=RUNS_INDEX, ids=ids, source_includes=["azureml.job"]).get("docs", [])
+        carried: dict[str, dict[str, Any]] = {}
+        for doc in found:
+            job = ((doc.get("_source") or {}).get("azureml") or {}).get("job") if doc.get("found") else None
+            if job:
+                carried[str(doc["_id"])] = job
+        return carried
+
+    def _run_write(self, run: RunEvent, carried_job: dict[str, Any] | None) -> EntityWrite:
+        view = run_view(run)
+        if carried_job:
+            view["job"] = carried_job
+        if self.enricher is not None and run.workspace is not None:
+            view["enrichment"] = {"status": "pending"}
+        return run_entity(run.run_id, run.stamp, view)
+
+    def _after_write(
+        self, events: list[Event], runs: list[tuple[Event, RunEvent, dict[str, Any]]], received: datetime
+    ) -> None:
+        by_event = {event.id: (run, action) for event, run, action in runs}
+        for event in events:
+            run, action = by_event.get(event.id, (None, None))
+            try:
+                if run is not None and action is not None:
+                    self._after_run(run, action)
+                if self.notifier is not None:
+                    self._notify(event, run)
+            except Exception:  # follow-ups never fail a written delivery
+                log.exception("follow-up of event %s failed", event.id)
+
+    def _after_run(self, run: RunEvent, action: dict[str, Any]) -> None:
+        if self.enricher is not None and run.workspace is not None:
+            view = run_view(run)
+            self.enricher.submit(
+                EnrichRequest(
+                    workspace=run.workspace,
+                    run_id=run.run_id,
+                    stamp=run.stamp,
+                    view=view,
+                    pipeline_run_id=run.pipeline_run_id,
+                    event_index=action["_index"],
+                    event_id=action["_id"],
+                )
+            )
+        if run.terminal and self.on_terminal is not None:
+            self.on_terminal(run)
+
+    def _notify(self, event: Event, run: RunEvent | None) -> None:
+        assert self.notifier is not None
+        kind = notification_kind(event, run)
+        if kind is None:
+            return
+        workspace = event.workspace.name if event.workspace else None
+        if event.type == MODEL_REGISTERED:
+            data = normalise_data(event.data)
+            self.notifier.submit(
+                model_notification(text(data.get("model_name")), text(data.get("model_version")), workspace)
+            )
+        elif run is not None:
+            self.notifier.submit(
+                run_notification(kind, run.run_id, run.experiment_name, workspace, run.status),
+                experiment=run.experiment_name,
+            )
+
+    # -- payloads that can never succeed ---------------------------------------------------------
+
+    def reject(
+        self,
+        body: bytes,
+        content_type: str | None,
+        problems: list[str],
+        declared_size: int | None = None,
+        truncated: bool = False,
+    ) -> Answer:
+        """Dead-letter the payload (or, when too big, a summary of it), then answer 400; if even
+        the dead letter cannot be written, answer 503 so the payload comes again."""
+        now = self.clock()
+        digest = hashlib.sha256(body).hexdigest()
+        original = body[:DEAD_LETTER_ORIGINAL_BYTES].decode("utf-8", errors="replace")
+        letter = {
+            "_op_type": "index",
+            "_index": DEAD_LETTER_INDEX,
+            # The same payload sent again is the same dead letter.
+            "_id": "webhook-" + digest[:40],
+            "_source": {
+                "@timestamp": iso(now),
+                "error": {"type": "invalid_payload", "message": "; ".join(problems)[:8000]},
+                "http": {"response": {"status_code": 400}},
+                "mlops": {
+                    "dead_letter": {
+                        "index": "mlops-events-*",
+                        "id": digest,
+                        "operation": "webhook",
+                        "source": "webhook",
+                        "original": original,
+                        "content_type": content_type,
+                        "bytes": declared_size if declared_size is not None else len(body),
+                        "truncated": truncated or len(body) > DEAD_LETTER_ORIGINAL_BYTES,
+                    }
+                },
+            },
+        }
+        try:
+            self.writer.write([letter], max_retry_seconds=self.write_budget)
+        except (WriteError, TransportError, ApiError) as exc:
+            return self.unavailable(f"cannot write the dead letter of an invalid payload: {_reason(exc)}")
+        metrics.DELIVERIES.labels(outcome="invalid").inc()
+        metrics.EVENTS.labels(event_type="other", outcome="invalid").inc()
+        log.warning(
+            "delivery refused with 400 and dead-lettered (%s): %s", digest[:12], "; ".join(problems)[:500]
+        )
+        return Answer(
+            400,
+            {"error": "invalid_payload", "problems": problems, "dead_letter_id": letter["_id"]},
+            outcome="invalid",
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        return f"Elasticsearch answered HTTP {exc.meta.status}"
+    if isinstance(exc, TransportError):
+        return f"Elasticsearch unreachable ({type(exc).__name__})"
+    return str(exc)
+
+
+def summary_of(body: bytes) -> str:
+    """A short printable description of a payload (for logs)."""
+    return orjson.dumps({"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()[:16]}).decode()
