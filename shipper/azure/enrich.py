@@ -230,7 +230,7 @@ class Enricher:
             for attempt in Retrying(
                 retry=retry_if_exception(retryable),
                 stop=stop,
-                wait=wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait),
+                wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait),
                 before_sleep=note,
                 reraise=True,
             ):

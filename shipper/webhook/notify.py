@@ -153,7 +153,16 @@ class Notifier:
             if notification is None:
                 return
             for position, url in enumerate(self._urls):
-                self._send(notification, position, url)
+                try:
+                    self._send(notification, position, url)
+                except Exception as exc:  # the worker must outlive any one receiver
+                    metrics.NOTIFICATIONS.labels(kind=notification.kind, outcome="failed").inc()
+                    log.error(
+                        "notification %s to receiver #%d failed (%s)",
+                        notification.kind,
+                        position + 1,
+                        type(exc).__name__,
+                    )
             if self._queue.empty():
                 self._idle.set()
 
@@ -162,7 +171,7 @@ class Notifier:
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait),
+                wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait),
                 reraise=True,
             ):
                 with attempt:

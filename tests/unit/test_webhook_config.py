@@ -1,0 +1,86 @@
+"""Settings of the webhook, enrichment and notifications; `shipper serve` refuses an unsafe start."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from shipper.cli import main_group
+from shipper.config import load_settings
+from shipper.errors import ConfigError
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.webhook_port == 8080
+    assert settings.webhook_max_events == 5000
+    assert settings.webhook_write_budget_seconds < 30  # Event Grid waits 30 s for an answer
+    assert settings.notify_on == ["started", "completed", "failed", "model_registered"]
+    assert settings.notify_url_list() == []
+
+
+def test_lists_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = "https://hooks.slack.example/services/T0/B0/tokentokentoken"
+    monkeypatch.setenv("SHIPPER_NOTIFY_URLS", f"{hook}, https://teams.example/webhook/abc")
+    monkeypatch.setenv("SHIPPER_NOTIFY_ON", "completed,failed")
+    monkeypatch.setenv("SHIPPER_WEBHOOK_ALLOWED_TOPICS", "/subscriptions/a/x, /subscriptions/b/y")
+    settings = load_settings()
+    assert settings.notify_url_list()[0] == hook
+    assert settings.notify_on == ["completed", "failed"]
+    assert settings.webhook_allowed_topics == ["/subscriptions/a/x", "/subscriptions/b/y"]
+    assert "tokentoken" not in repr(settings)
+
+
+def test_unknown_notification_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPPER_NOTIFY_ON", "completed,finished")
+    with pytest.raises(ConfigError, match="finished"):
+        load_settings()
+
+
+def test_notify_url_problem_does_not_print_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPPER_NOTIFY_URLS", "hooks.example/services/T0/B0/secrettoken")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "SHIPPER_NOTIFY_URLS" in str(caught.value) and "secrettoken" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needs"),
+    [
+        ("SHIPPER_WEBHOOK_ENTRA_TENANT_ID", "t", "SHIPPER_WEBHOOK_ENTRA_AUDIENCE"),
+        ("SHIPPER_WEBHOOK_ENTRA_AUDIENCE", "api://x", "SHIPPER_WEBHOOK_ENTRA_TENANT_ID"),
+    ],
+)
+def test_entra_settings_go_together(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, needs: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=needs):
+        load_settings()
+
+
+def test_validate_masks_the_webhook_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPPER_WEBHOOK_SECRET", "very-secret-value")
+    monkeypatch.setenv("SHIPPER_NOTIFY_URLS", "https://hooks.example/services/T/B/secrettoken")
+    result = CliRunner().invoke(main_group, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert "SHIPPER_WEBHOOK_SECRET=**********" in result.output
+    assert "very-secret-value" not in result.output and "secrettoken" not in result.output
+
+
+def test_serve_refuses_to_start_without_credentials() -> None:
+    result = CliRunner().invoke(main_group, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "SHIPPER_WEBHOOK_SECRET" in result.output and "--insecure-no-auth" in result.output
+
+
+def test_reconcile_needs_a_workspace() -> None:
+    result = CliRunner().invoke(main_group, ["reconcile"])
+    assert result.exit_code == 2
+    assert "--workspace" in result.output
+
+
+def test_help_of_the_new_commands() -> None:
+    for command in ("serve", "reconcile"):
+        result = CliRunner().invoke(main_group, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
