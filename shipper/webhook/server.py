@@ -242,8 +242,22 @@ def _engine_factory(settings: Settings, client: Elasticsearch, writer: BulkWrite
     return make
 
 
+class RedactQuery(logging.Filter):
+    """Strips the query string (which carries `?code=<secret>`) from uvicorn's access lines, should
+    anything turn that log on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?<redacted>", *args[3:])
+        return True
+
+
 def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
     # No access log (request lines carry ?code=), and the shipper's own logging setup stays.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in access.filters):
+        access.addFilter(RedactQuery())
     return uvicorn.Config(
         app,
         host=host,
