@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from elastic_transport import TlsError
 from elasticsearch import ApiError, Elasticsearch, TransportError
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.serializer import JsonSerializer
@@ -65,6 +66,12 @@ def _connectivity(exc: Exception) -> ConnectivityError:
         )
     if isinstance(exc, ApiError):
         return ConnectivityError(f"Elasticsearch answered HTTP {exc.meta.status}: {exc.message}")
+    if isinstance(exc, TlsError):
+        return ConnectivityError(
+            f"TLS with Elasticsearch failed ({exc.message}); set SHIPPER_ELASTICSEARCH_CA_CERTS to the PEM "
+            "file of the CA that signed its certificate (SHIPPER_ELASTICSEARCH_VERIFY_CERTS=false only for "
+            "a throwaway cluster)"
+        )
     return ConnectivityError(
         f"cannot reach Elasticsearch ({exc}); check SHIPPER_ELASTICSEARCH_URL, the CA certificate "
         "(SHIPPER_ELASTICSEARCH_CA_CERTS) and that the cluster is up"
@@ -72,21 +79,25 @@ def _connectivity(exc: Exception) -> ConnectivityError:
 
 
 def probe(client: Elasticsearch) -> Capabilities:
-    """What this cluster offers. Asked through the node-info API, which every distribution has
-    (the minimal one lacks even `GET /`), and the x-pack info API where it exists."""
+    """What this cluster offers, asked through APIs every distribution has (the minimal one lacks
+    even `GET /`, and its `_xpack` answers 500): node info for version, modules and ingest
+    processors; `_security/_authenticate` for security."""
     try:
-        nodes = client.nodes.info(node_id="_local", metric=["ingest"])["nodes"]
+        nodes = client.nodes.info(node_id="_local", metric=["ingest", "plugins"])["nodes"]
     except (ApiError, ESConnectionError, TransportError) as exc:
         raise _connectivity(exc) from None
     node = next(iter(nodes.values()))
     processors = frozenset(p["type"] for p in node.get("ingest", {}).get("processors", []))
-    ilm = security = False
+    modules = {m["name"] for m in node.get("modules", [])}
     try:
-        features = client.xpack.info(categories="features")["features"]
-        ilm = bool(features.get("ilm", {}).get("available") and features["ilm"].get("enabled", True))
-        security = bool(features.get("security", {}).get("enabled"))
+        client.security.authenticate()
+        security = True
     except ApiError:
-        pass  # no x-pack info API (minimal distribution): no ILM; security unknown, and off
+        # No handler (module absent) or "security must be explicitly enabled": either way, off.
+        security = False
     return Capabilities(
-        version=str(node["version"]), ilm=ilm, security=security, ingest_processors=processors
+        version=str(node["version"]),
+        ilm="x-pack-ilm" in modules,
+        security=security,
+        ingest_processors=processors,
     )

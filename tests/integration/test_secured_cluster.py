@@ -92,12 +92,6 @@ def test_check_with_ca_and_basic_auth(env: pytest.MonkeyPatch, secure_es: Secure
     assert "mlflow: " in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shipper.sink.client.probe reads security only from GET /_xpack?categories=features, "
-    "which this minimal build answers with HTTP 500 (no monitoring module), so it reports "
-    "`security: off` on a secured cluster",
-)
 def test_check_reports_security_on(env: pytest.MonkeyPatch, secure_es: SecureNode) -> None:
     trust_and_basic_auth(env, secure_es)
     result = shipper("check")
@@ -113,7 +107,7 @@ def test_check_without_ca_fails_certificate_verification(
     env.setenv("SHIPPER_ELASTICSEARCH_PASSWORD", secure_es.password)
     result = shipper("check")
     assert result.exit_code == EXIT_UNREACHABLE, result.output
-    assert "TLS error" in result.output
+    assert "TLS with Elasticsearch failed" in result.output and "certificate verify failed" in result.output
     assert "SHIPPER_ELASTICSEARCH_CA_CERTS" in result.output
     assert secure_es.password not in result.output
 
