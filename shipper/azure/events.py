@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -69,6 +70,7 @@ class Workspace:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_workspace(resource_id: str | None) -> Workspace | None:
     """`/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.MachineLearningServices/
     workspaces/<ws>[/...]` -> Workspace; anything else -> None."""

@@ -20,6 +20,7 @@ strings (non-strings as JSON), so one tag can never conflict with itself in the 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import re
@@ -75,6 +76,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=4096)
 def snake(key: str) -> str:
     """`ModelName`, `modelName`, `model_name`, `RunID` -> `model_name`, ..., `run_id`."""
     return _SNAKE_RE.sub("_", key.strip()).replace("-", "_").replace(" ", "_").lower()
@@ -167,10 +169,18 @@ def document_id(event_id: str) -> str:
 
 def _compact(value: Any) -> Any:
     """Drop None values and empty objects, recursively."""
-    if isinstance(value, dict):
-        out = {k: _compact(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None and v != {}}
-    return value
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _compact(item)
+            if not item:
+                continue
+        elif item is None:
+            continue
+        out[key] = item
+    return out
 
 
 def _one_or_many(values: list[str]) -> str | list[str] | None:
@@ -397,8 +407,12 @@ def _drift(data: dict[str, Any]) -> dict[str, Any]:
 _OUTCOME = {"Completed": "success", "Failed": "failure", "Canceled": "failure"}
 
 
-def event_document(event: Event, received: datetime) -> dict[str, Any]:
-    """The `mlops-events-*` document of one event (any type; unknown types are kept)."""
+_UNSET: Any = object()
+
+
+def event_document(event: Event, received: datetime, run: RunEvent | None = _UNSET) -> dict[str, Any]:
+    """The `mlops-events-*` document of one event (any type; unknown types are kept). `run` is
+    `run_event(event, received)` when the caller has it already."""
     moment = event_time(event, received)
     data = normalise_data(event.data)
     subject = _subject_parts(event.subject)
@@ -412,7 +426,8 @@ def event_document(event: Event, received: datetime) -> dict[str, Any]:
     } | _workspace_fields(workspace)
     doc: dict[str, Any] = {"@timestamp": iso(moment)}
     outcome: str | None = None
-    run = run_event(event, received)
+    if run is _UNSET:
+        run = run_event(event, received)
     if run is not None:
         azureml |= _run_fields(run)
         outcome = _OUTCOME.get(run.status or "", "unknown")
@@ -450,7 +465,7 @@ def event_document(event: Event, received: datetime) -> dict[str, Any]:
     return compacted
 
 
-def event_action(event: Event, received: datetime) -> dict[str, Any]:
+def event_action(event: Event, received: datetime, run: RunEvent | None = _UNSET) -> dict[str, Any]:
     """The bulk action writing the event's document into the partition of its own time."""
     moment = event_time(event, received)
     ms = (moment - _EPOCH) // timedelta(milliseconds=1)
@@ -458,7 +473,7 @@ def event_action(event: Event, received: datetime) -> dict[str, Any]:
         "_op_type": "index",
         "_index": events_index(ms),
         "_id": document_id(event.id),
-        "_source": event_document(event, received),
+        "_source": event_document(event, received, run),
     }
 
 
