@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -70,6 +71,7 @@ class Webhook:
                 part.stop()
         for thread in self._threads:
             thread.join(5)
+        self.service.close()
 
     def use_ilm(self, ilm: bool) -> None:
         """Tell the writers whether the cluster has ILM (known only once it answers)."""
@@ -307,10 +309,18 @@ class BackgroundServer:
         self.stop()
 
 
-def run_forever(webhook: Webhook, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT (uvicorn handles them), then stop the background parts."""
+def run_forever(webhook: Webhook, host: str, port: int, drain_seconds: float = 10.0) -> None:
+    """Serve until SIGTERM/SIGINT, then give queued follow-ups (enrichment, notifications) a moment
+    and stop. uvicorn handles the signals (it stops taking requests and finishes the ones in
+    flight) and afterwards re-raises them to the handlers it found: those are no-ops here, so the
+    shutdown below still runs and the command exits 0."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     webhook.start()
     try:
         uvicorn.Server(uvicorn_config(webhook.app, host, port)).run()
     finally:
+        if not webhook.wait_idle(drain_seconds):
+            log.warning("stopping with follow-ups still queued; affected runs keep enrichment 'pending'")
         webhook.stop()
+        log.info("stopped")

@@ -20,12 +20,12 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from shipper.azure.enrich import Enricher, EnrichRequest
@@ -88,6 +88,9 @@ class WebhookService:
         self.clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="events-bulk")
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def use_elasticsearch(self, client: Elasticsearch, writer: BulkWriter) -> None:
         """Point the service at another client (tests: a cluster that goes away and comes back)."""
         self.client, self.writer = client, writer
@@ -147,12 +150,14 @@ class WebhookService:
         try:
             # The event documents and the run documents are independent: written side by side,
             # so the answer waits for the slower of the two, not for both in turn.
+            deadline = time.monotonic() + self.write_budget
             pending = self._pool.submit(self.writer.write, actions, max_retry_seconds=self.write_budget)
             try:
                 carried = self._carried(r.run_id for _, r, _ in runs)
                 writes = [self._run_write(run, carried.get(run.run_id)) for _, run, _ in runs]
                 if writes:
-                    upsert_entities(self.client, self.writer, writes, max_retry_seconds=self.write_budget)
+                    left = max(0.5, deadline - time.monotonic())
+                    upsert_entities(self.client, self.writer, writes, max_retry_seconds=left)
             finally:
                 pending.result()
         except (WriteError, TransportError, ApiError) as exc:
@@ -302,8 +307,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TransportError):
         return f"Elasticsearch unreachable ({type(exc).__name__})"
     return str(exc)
-
-
-def summary_of(body: bytes) -> str:
-    """A short printable description of a payload (for logs)."""
-    return orjson.dumps({"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()[:16]}).decode()

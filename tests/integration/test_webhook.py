@@ -821,3 +821,128 @@ def test_the_secret_never_appears_in_logs_or_output(
     out, err = capfd.readouterr()
     assert secret not in caplog.text and secret not in out and secret not in err
     assert "401" in caplog.text  # the refusal itself is logged
+
+
+# -- Entra ID over HTTP ----------------------------------------------------------------------------
+
+
+def test_entra_bearer_tokens(es: Elasticsearch, start_hook: Callable[..., Hook]) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    tenant, audience = "72f988bf-86f1-41af-91ab-2d7cd011db47", "api://shipper-webhook"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": "k1", "alg": "RS256"}
+    keys = orjson.dumps({"keys": [jwk]})
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(keys)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = start_hook(
+            {
+                "webhook_secret": None,
+                "webhook_entra_tenant_id": tenant,
+                "webhook_entra_audience": [audience],
+                "webhook_entra_jwks_url": f"http://127.0.0.1:{server.server_address[1]}/keys",
+            }
+        )
+        now = int(time.time())
+        claims = {
+            "iss": f"https://login.microsoftonline.com/{tenant}/v2.0",
+            "aud": audience,
+            "iat": now,
+            "exp": now + 600,
+        }
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+        wrong = jwt.encode(claims | {"aud": "api://other"}, key, algorithm="RS256", headers={"kid": "k1"})
+        event = status_event(unique("entra-run"), "Running", NOW)
+        refused = hook.post([event], secret=None, headers={"Authorization": f"Bearer {wrong}"})
+        assert refused.status == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert hook.post([event], secret=None, headers={"Authorization": f"Bearer {token}"}).status == 200
+        assert count_events(es, [event["id"]]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- reconcile inside serve ------------------------------------------------------------------------
+
+
+def test_periodic_reconcile_inside_serve(es: Elasticsearch, start_hook: Callable[..., Hook]) -> None:
+    run_id = unique("periodic")
+    jobs = RestJsonJobs([recent(rest_job(run_id))])
+    start_hook({"azureml_workspaces": [WS], "azureml_reconcile_interval_seconds": 0.3}, jobs=jobs)
+
+    def reconciled() -> dict[str, Any]:
+        doc = run_doc(es, run_id)
+        assert doc is not None and doc["azureml"]["source"] == "reconcile"
+        return doc
+
+    assert eventually(reconciled)["azureml"]["run"]["status"] == "Failed"
+
+
+# -- the real command ------------------------------------------------------------------------------
+
+
+def test_shipper_serve_as_a_process(es: Elasticsearch, es_url: str, installed: None, tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = unique("process-secret")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPPER_") and k != "MLFLOW_TRACKING_URI"}
+    env |= {
+        "SHIPPER_ELASTICSEARCH_URL": es_url,
+        "SHIPPER_WEBHOOK_SECRET": secret,
+        "SHIPPER_AZUREML_ENRICHMENT": "false",
+        "SHIPPER_LOG_LEVEL": "DEBUG",
+        "SHIPPER_LOG_FORMAT": "json",
+    }
+    log_file = (tmp_path / "serve.log").open("w+b")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shipper", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return call("GET", f"{url}/readyz").status == 200
+            except OSError:
+                assert process.poll() is None, "shipper serve exited"
+                return False
+
+        eventually(ready, timeout=30)
+        event = status_event(unique("proc-run"), "Completed", NOW)
+        body = orjson.dumps([event])
+        headers = {"Content-Type": "application/json"}
+        assert call("POST", f"{url}/events?code={secret}", body, headers).status == 200
+        assert call("POST", f"{url}/events?code=wrong-{secret}", body, headers).status == 401
+        assert count_events(es, [event["id"]]) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        log_file.seek(0)
+        output = log_file.read().decode()
+        log_file.close()
+    assert code == 0, output
+    assert "webhook listening on 127.0.0.1" in output and "refused with 401" in output
+    assert secret not in output

@@ -400,7 +400,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(
     body=st.binary(max_size=300),
     content_type=st.sampled_from([*CONTENT_TYPES.values(), None, "text/plain"]),
@@ -412,7 +412,7 @@ def test_any_bytes_parse_or_are_refused_cleanly(body: bytes, content_type: str |
         assert exc.problems
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(document=json_values, content_type=st.sampled_from(list(CONTENT_TYPES.values())))
 def test_any_json_parses_or_is_refused_cleanly(document: Any, content_type: str) -> None:
     try:
@@ -448,7 +448,7 @@ safe_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), mi
 user_maps = st.dictionaries(safe_text, json_values, max_size=5)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(
     event_id=safe_text,
     run_id=safe_text,
@@ -539,6 +539,7 @@ def test_json_numbers_beyond_a_double_are_taken() -> None:
         )
 
 
+@settings(database=None)
 @given(st.text(max_size=40))
 def test_data_base64_that_is_not_json_is_kept(text: str) -> None:
     encoded = base64.b64encode(text.encode()).decode()
