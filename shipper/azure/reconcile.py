@@ -4,8 +4,9 @@ Event Grid is at-least-once only while the subscription exists and the endpoint 
 within 24 hours; a subscription created late, a filter too narrow, or a long outage leave runs
 without events. A reconcile pass lists the workspace's recent jobs through azure-ai-ml
 (`MLClient.jobs.list`, and the steps of each pipeline), compares each with its `mlops-runs`
-document, and writes the runs that are missing there or whose `azureml.run.status` differs
-from the job's, with `azureml.source: reconcile` and full `azureml.job.*` details.
+document, and writes the runs that are missing there, whose `azureml.run.status` differs from the
+job's, or whose enrichment is still pending or failed (queued enrichments do not survive a
+restart), with `azureml.source: reconcile` and full `azureml.job.*` details.
 
 Its entity stamp is the time of the observation: what the jobs API says now is newer than any
 event generated before now, and an event generated later still wins.
@@ -65,6 +66,14 @@ def _created(fields: dict[str, Any]) -> datetime | None:
         return None
 
 
+def _up_to_date(stored: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Same status as the job, and no enrichment left pending or failed (a restart loses queued
+    enrichments; reconcile fills them in)."""
+    status = (stored.get("run") or {}).get("status")
+    enrichment = (stored.get("enrichment") or {}).get("status")
+    return status == fields.get("status") and enrichment not in ("pending", "failed")
+
+
 def job_view(workspace: Workspace, fields: dict[str, Any], parent: str | None) -> dict[str, Any]:
     """The run document's `azureml` view built from a job instead of an event."""
     run: dict[str, Any] = {"id": fields["name"], "status": fields.get("status"), "type": fields.get("type")}
@@ -113,17 +122,17 @@ def reconcile(
         if not found:
             continue
         ids = sorted({fields["name"] for fields, _ in found})
-        docs = client.mget(index=RUNS_INDEX, ids=ids, source_includes=["azureml.run"])["docs"]
+        docs = client.mget(
+            index=RUNS_INDEX, ids=ids, source_includes=["azureml.run.status", "azureml.enrichment.status"]
+        )["docs"]
         stored = {
-            str(d["_id"]): ((d.get("_source") or {}).get("azureml") or {}).get("run") or {}
-            for d in docs
-            if d.get("found")
+            str(d["_id"]): (d.get("_source") or {}).get("azureml") or {} for d in docs if d.get("found")
         }
         writes: list[EntityWrite] = []
         for fields, parent in found:
             run_id = fields["name"]
             current = stored.get(run_id)
-            if current is not None and current.get("status") == fields.get("status"):
+            if current is not None and _up_to_date(current, fields):
                 summary.up_to_date += 1
                 continue
             view = job_view(workspace, fields, parent)

@@ -37,6 +37,8 @@ from shipper.setup.installer import install
 from shipper.setup.names import DEAD_LETTER_INDEX, RUNS_INDEX
 from shipper.sink.bulk import BulkWriter
 from shipper.sink.client import build_client, probe
+from shipper.sink.entities import upsert_entities
+from shipper.transforms.azureml_events import run_entity, stamp
 from shipper.webhook.server import BackgroundServer, Webhook, build_webhook
 
 pytestmark = [
@@ -732,6 +734,7 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
     es: Elasticsearch, hook: Hook, tmp_path: Path
 ) -> None:
     seen, missed, parent, step = unique("seen"), unique("missed"), unique("pipe"), unique("step")
+    pending = unique("pending")
     old = rest_job(unique("old"))
     old["systemData"]["createdAt"] = (NOW - timedelta(days=30)).isoformat()
     child = orjson.loads((GOLDEN_JOBS / "children" / "pipe-7f3a" / "step-train-1.json").read_bytes())
@@ -741,6 +744,7 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
     for document in (
         recent(rest_job(seen)),
         recent(rest_job(missed)),
+        recent(rest_job(pending)),
         recent(rest_job(parent, "pipe-7f3a")),
         old,
     ):
@@ -748,6 +752,9 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
     (folder / "children" / parent / f"{step}.json").write_bytes(orjson.dumps(child))
     # `seen` arrived through Event Grid with the status the job has.
     assert hook.post([status_event(seen, "Failed", NOW - timedelta(minutes=30))]).status == 200
+    # `pending` too, but its enrichment was still queued when the shipper stopped.
+    view = {"run": {"id": pending, "status": "Failed"}, "enrichment": {"status": "pending"}}
+    upsert_entities(es, BulkWriter(es), [run_entity(pending, stamp(NOW - timedelta(minutes=20)), view)])
 
     def reconcile(*extra: str) -> dict[str, Any]:
         result = CliRunner().invoke(
@@ -760,10 +767,10 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
         return dict(orjson.loads(result.output.strip().splitlines()[-1]))
 
     dry = reconcile("--dry-run")
-    assert sorted(dry["written"]) == sorted([missed, parent, step])
+    assert sorted(dry["written"]) == sorted([missed, pending, parent, step])
     assert run_doc(es, missed) is None
     summary = reconcile()
-    assert sorted(summary["written"]) == sorted([missed, parent, step])
+    assert sorted(summary["written"]) == sorted([missed, pending, parent, step])
     assert summary["up_to_date"] == 1
     doc = run_doc(es, missed)
     assert doc is not None
@@ -775,7 +782,7 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
     assert step_doc["azureml"]["job"]["experiment_name"] == "churn-training"
     # Nothing left to do the second time.
     again = reconcile()
-    assert again["written"] == [] and again["up_to_date"] == 4
+    assert again["written"] == [] and again["up_to_date"] == 5
 
 
 # -- operations ------------------------------------------------------------------------------------
