@@ -15,12 +15,12 @@ stored version is older.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from shipper.setup import names
 
-ASSET_VERSION = 2
+ASSET_VERSION = 3
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -34,7 +34,9 @@ class Asset:
     # User-owned assets are created when missing and never changed afterwards.
     user_owned: bool = False
     requires_ilm: bool = False
-    notes: list[str] = field(default_factory=list)
+    # For `@mappings` templates: existing indices (patterns) that get the new mappings too, since a
+    # template only shapes indices created after it.
+    applies_to: tuple[str, ...] = ()
 
 
 def _meta(description: str) -> dict[str, Any]:
@@ -285,6 +287,9 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
                     operation=KEYWORD,
                     source=KEYWORD,
                     original={"type": "text", "index": False},
+                    content_type=KEYWORD,
+                    bytes=LONG,
+                    truncated={"type": "boolean"},
                 )
             ),
         },
@@ -363,6 +368,7 @@ def build_assets(
                     "_meta": _meta(f"mappings of {family}"),
                     "template": {"mappings": FAMILY_MAPPINGS[family]},
                 },
+                applies_to=tuple(patterns),
             ),
             Asset(
                 "component_template",
@@ -444,6 +450,7 @@ def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool) -> lis
                 "_meta": _meta("mappings of the scoring logs"),
                 "template": {"mappings": scoring.scoring_mappings()},
             },
+            applies_to=(scoring.SCORING_INDEX_PATTERN,),
         ),
         Asset(
             "component_template",

@@ -156,7 +156,29 @@ def install(
                     "same priority, lower its priority or narrow its index_patterns"
                 ) from None
             log.info("%s", change.describe())
+            if change.asset.applies_to:
+                _update_existing_mappings(client, change.asset)
     return changes
+
+
+def _update_existing_mappings(client: Elasticsearch, asset: Asset) -> None:
+    """Give indices that already exist the new mappings (new fields, new dynamic templates)."""
+    mappings = asset.body["template"]["mappings"]
+    for pattern in asset.applies_to:
+        try:
+            client.indices.put_mapping(
+                index=pattern,
+                allow_no_indices=True,
+                ignore_unavailable=True,
+                expand_wildcards="open",
+                **mappings,
+            )
+        except ApiError as exc:
+            raise AssetConflictError(
+                f"the existing indices {pattern} cannot take the new mappings of {asset.name}: "
+                f"{_reason(exc)}; the template is updated, so new indices get them. Reindex the old "
+                "ones into new names (or, for monthly partitions, let them age out)"
+            ) from None
 
 
 def _reason(exc: ApiError) -> str:

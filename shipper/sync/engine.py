@@ -270,17 +270,28 @@ class SyncEngine:
         stamp: int,
     ) -> None:
         checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client)
-        current: dict[str, str] = {}
+        selected = set(experiment_ids)
+        # Logged models of experiments this pass does not look at stay as they were.
+        current = {
+            doc_id: fp
+            for doc_id, fp in checkpoint.documents.items()
+            if doc_id in checkpoint.experiments and checkpoint.experiments[doc_id] not in selected
+        }
+        scopes = {doc_id: checkpoint.experiments[doc_id] for doc_id in current}
         changed: list[EntityWrite] = []
         writes: list[EntityWrite] = []
+        # Source runs outside this pass's experiments, fetched in batches.
+        missing = {mv.run_id for mv in versions if mv.run_id and mv.run_id not in runs}
+        if missing:
+            runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
         for mv in versions:
             source_run = runs.get(mv.run_id) if mv.run_id else None
-            if source_run is None and mv.run_id:
-                source_run = self.source.run(mv.run_id)
             experiment = experiments.get(source_run.experiment_id) if source_run else None
             writes.append(model_version_write(mv, source_run, experiment, stamp))
         for lm in self.source.logged_models(experiment_ids):
-            writes.append(logged_model_write(lm, experiments.get(lm.experiment_id), stamp))
+            write = logged_model_write(lm, experiments.get(lm.experiment_id), stamp)
+            scopes[write.id] = lm.experiment_id
+            writes.append(write)
         for write in writes:
             doc_fp = fingerprint(write.doc)
             current[write.id] = doc_fp
@@ -296,4 +307,4 @@ class SyncEngine:
             return
         self.summary.writes.add(upsert_entities(self.client, self.writer, changed))
         self.summary.writes.add(self.writer.write(deletes))
-        self.writer.write([models_state_action(ModelsCheckpoint(current))])
+        self.writer.write([models_state_action(ModelsCheckpoint(current, scopes))])

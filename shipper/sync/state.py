@@ -54,6 +54,9 @@ class RunCheckpoint:
 @dataclass
 class ModelsCheckpoint:
     documents: dict[str, str] = field(default_factory=dict)  # _id -> fingerprint
+    # _id -> experiment id, for logged models: they are listed per experiment, so a pass that
+    # selects other experiments must not take them for deleted.
+    experiments: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> str:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -425,21 +426,22 @@ def test_run_polls_until_sigterm_then_exits_cleanly(
     proc = subprocess.Popen(
         [sys.executable, "-m", "shipper", "--log-format", "json", "run", "--interval", "0.5"],
         env=dict(os.environ),
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and count(es, "mlops-runs", {"term": {"mlflow.experiment.name": logged.experiment}}) < 4
-        ):
-            time.sleep(0.3)
-        time.sleep(1.5)  # at least one more (no-op) pass
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sum('"sync pass:' in line for line in seen) < 2:
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    stderr = "".join(seen)
     assert proc.returncode == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     passes = [line["message"] for line in lines if line["message"].startswith("sync pass:")]
@@ -493,3 +495,17 @@ def test_local_sqlite_store_with_filters(
     assert summary["runs_seen"] == 1
     assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "keep-me"}}) == 1
     assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "drop-me"}}) == 0
+
+
+def test_setup_gives_existing_indices_the_new_mappings(env: dict[str, str], es: Any) -> None:
+    """A template shapes only indices created after it; setup also updates the ones that exist."""
+    shipper("setup")
+    es.indices.delete_index_template(name="mlops-runs")
+    es.cluster.delete_component_template(name="mlops-runs@mappings")
+    es.indices.create(index="mlops-runs", mappings={"properties": {"legacy": {"type": "keyword"}}})
+    assert "mlflow" not in es.indices.get_mapping(index="mlops-runs")["mlops-runs"]["mappings"]["properties"]
+    result = shipper("setup")
+    assert "mlops-runs@mappings" in result.output
+    properties = es.indices.get_mapping(index="mlops-runs")["mlops-runs"]["mappings"]["properties"]
+    assert properties["mlflow"]["properties"]["run"]["properties"]["status"]["type"] == "keyword"
+    assert properties["legacy"]["type"] == "keyword"
