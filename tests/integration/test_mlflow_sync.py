@@ -484,6 +484,7 @@ def test_local_sqlite_store_with_filters(
             run_id = client.create_run(experiment_id, start_time=start).info.run_id
             client.log_metric(run_id, "m", 1.0, timestamp=start, step=0)
             client.set_terminated(run_id, "FINISHED")
+    logged_model = client.create_logged_model(keep, name="kept-model").model_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS", "drop-me,0")
     monkeypatch.setenv(
@@ -495,6 +496,12 @@ def test_local_sqlite_store_with_filters(
     assert summary["runs_seen"] == 1
     assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "keep-me"}}) == 1
     assert count(es, "mlops-runs", {"term": {"mlflow.experiment.name": "drop-me"}}) == 0
+    assert count(es, "mlops-models", {"term": {"ml.model.id": logged_model}}) == 1
+
+    # A pass over other experiments leaves this experiment's logged models alone.
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS", "keep-me")
+    assert sync_json()["models_deleted"] == 0
+    assert count(es, "mlops-models", {"term": {"ml.model.id": logged_model}}) == 1
 
 
 def test_setup_gives_existing_indices_the_new_mappings(env: dict[str, str], es: Any) -> None:
