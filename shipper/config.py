@@ -115,7 +115,9 @@ class Settings(BaseSettings):
 
     # --- Service -------------------------------------------------------------------------------
     log_format: LogFormat = Field(default=LogFormat.TEXT, description="`text` or `json`.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
 
     # --- Azure ML: Event Grid webhook (`shipper serve`), enrichment, notifications, reconcile ----
     webhook_host: str = Field(default="0.0.0.0", description="Address `shipper serve` listens on.")
