@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from shipper.setup import names
 
-ASSET_VERSION = 3
+ASSET_VERSION = 4
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -332,80 +332,87 @@ def build_assets(
     `scoring` is the scoring-log module, or None where the cluster lacks the processors it needs."""
     assets: list[Asset] = []
     for family, (patterns, partitioned) in FAMILIES.items():
-        if partitioned and has_ilm:
-            assets.append(
-                Asset(
-                    "ilm_policy",
-                    ilm_policy_name(family),
-                    {
-                        "_meta": _meta(f"retention of {family}") | {"version": ASSET_VERSION},
-                        "phases": {
-                            "hot": {"min_age": "0ms", "actions": {}},
-                            "delete": {"min_age": f"{retention_days}d", "actions": {"delete": {}}},
-                        },
-                    },
-                    requires_ilm=True,
-                )
-            )
         settings: dict[str, Any] = {"index": dict(COMMON_SETTINGS["index"])}
         if partitioned and has_ilm:
+            assets.append(_ilm_policy(family, {"hot": {"min_age": "0ms", "actions": {}}}, retention_days))
             settings["index"]["lifecycle"] = {"name": ilm_policy_name(family)}
-        assets += [
-            Asset(
-                "component_template",
-                f"{family}@settings",
-                {
-                    "version": ASSET_VERSION,
-                    "_meta": _meta(f"settings of {family}"),
-                    "template": {"settings": settings},
-                },
-            ),
-            Asset(
-                "component_template",
-                f"{family}@mappings",
-                {
-                    "version": ASSET_VERSION,
-                    "_meta": _meta(f"mappings of {family}"),
-                    "template": {"mappings": FAMILY_MAPPINGS[family]},
-                },
-                applies_to=tuple(patterns),
-            ),
-            Asset(
-                "component_template",
-                f"{family}@custom",
-                {
-                    "_meta": {
-                        "description": f"Yours: settings and mappings added to {family}; "
-                        "the shipper never changes it."
-                    },
-                    "template": {},
-                },
-                user_owned=True,
-            ),
-            Asset(
-                "index_template",
-                family,
-                {
-                    "version": ASSET_VERSION,
-                    "_meta": _meta(f"{family} documents"),
-                    "index_patterns": patterns,
-                    "priority": TEMPLATE_PRIORITY,
-                    "composed_of": [f"{family}@settings", f"{family}@mappings", f"{family}@custom"],
-                    "ignore_missing_component_templates": [f"{family}@custom"],
-                },
-            ),
-        ]
+        assets += _family_templates(family, patterns, {"settings": settings}, FAMILY_MAPPINGS[family])
     if scoring is not None:
         assets += scoring_assets(scoring, logs_retention_days, has_ilm)
     return assets
+
+
+def _ilm_policy(name: str, hot: dict[str, Any], delete_after_days: int) -> Asset:
+    return Asset(
+        "ilm_policy",
+        name,
+        {
+            "_meta": _meta(f"retention of {name}") | {"version": ASSET_VERSION},
+            "phases": hot | {"delete": {"min_age": f"{delete_after_days}d", "actions": {"delete": {}}}},
+        },
+        requires_ilm=True,
+    )
+
+
+def _family_templates(
+    family: str,
+    patterns: list[str],
+    settings_template: dict[str, Any],
+    mappings: dict[str, Any],
+    data_stream: bool = False,
+) -> list[Asset]:
+    """`<family>@settings`, `@mappings` (ours), `@custom` (the user's) and the index template."""
+    index_template: dict[str, Any] = {
+        "version": ASSET_VERSION,
+        "_meta": _meta(f"{family} documents"),
+        "index_patterns": patterns,
+        "priority": TEMPLATE_PRIORITY,
+        "composed_of": [f"{family}@settings", f"{family}@mappings", f"{family}@custom"],
+        "ignore_missing_component_templates": [f"{family}@custom"],
+    }
+    if data_stream:
+        index_template["data_stream"] = {}
+    return [
+        Asset(
+            "component_template",
+            f"{family}@settings",
+            {
+                "version": ASSET_VERSION,
+                "_meta": _meta(f"settings of {family}"),
+                "template": settings_template,
+            },
+        ),
+        Asset(
+            "component_template",
+            f"{family}@mappings",
+            {
+                "version": ASSET_VERSION,
+                "_meta": _meta(f"mappings of {family}"),
+                "template": {"mappings": mappings},
+            },
+            applies_to=tuple(patterns),
+        ),
+        Asset(
+            "component_template",
+            f"{family}@custom",
+            {
+                "_meta": {
+                    "description": f"Yours: settings and mappings added to {family}; "
+                    "the shipper never changes it."
+                },
+                "template": {},
+            },
+            user_owned=True,
+        ),
+        Asset("index_template", family, index_template),
+    ]
 
 
 def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool) -> list[Asset]:
     """The scoring-log data stream: its ingest pipeline runs as the default pipeline, so Filebeat
     can write straight to Elasticsearch."""
     family = "logs-mlops.scoring"
-    pipeline = scoring.scoring_pipeline()
-    assets: list[Asset] = [Asset("ingest_pipeline", scoring.SCORING_PIPELINE_ID, pipeline)]
+    assets: list[Asset] = [Asset("ingest_pipeline", scoring.SCORING_PIPELINE_ID, scoring.scoring_pipeline())]
     template: dict[str, Any] = {
         "settings": {
             "index": {
@@ -415,64 +422,15 @@ def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool) -> lis
         }
     }
     if has_ilm:
+        rollover = {"rollover": {"max_age": "30d", "max_primary_shard_size": "50gb"}}
         assets.append(
-            Asset(
-                "ilm_policy",
-                family,
-                {
-                    "_meta": _meta("retention of the scoring logs") | {"version": ASSET_VERSION},
-                    "phases": {
-                        "hot": {
-                            "min_age": "0ms",
-                            "actions": {"rollover": {"max_age": "30d", "max_primary_shard_size": "50gb"}},
-                        },
-                        "delete": {"min_age": f"{logs_retention_days}d", "actions": {"delete": {}}},
-                    },
-                },
-                requires_ilm=True,
-            )
+            _ilm_policy(family, {"hot": {"min_age": "0ms", "actions": rollover}}, logs_retention_days)
         )
         template["settings"]["index"]["lifecycle"] = {"name": family}
     else:
         # Without ILM the data stream lifecycle (part of the free distribution) keeps retention.
         template["lifecycle"] = {"data_retention": f"{logs_retention_days}d"}
-    assets += [
-        Asset(
-            "component_template",
-            f"{family}@settings",
-            {"version": ASSET_VERSION, "_meta": _meta("settings of the scoring logs"), "template": template},
-        ),
-        Asset(
-            "component_template",
-            f"{family}@mappings",
-            {
-                "version": ASSET_VERSION,
-                "_meta": _meta("mappings of the scoring logs"),
-                "template": {"mappings": scoring.scoring_mappings()},
-            },
-            applies_to=(scoring.SCORING_INDEX_PATTERN,),
-        ),
-        Asset(
-            "component_template",
-            f"{family}@custom",
-            {
-                "_meta": {"description": "Yours: added to the scoring logs. The shipper never changes it."},
-                "template": {},
-            },
-            user_owned=True,
-        ),
-        Asset(
-            "index_template",
-            family,
-            {
-                "version": ASSET_VERSION,
-                "_meta": _meta("scoring-script logs"),
-                "index_patterns": [scoring.SCORING_INDEX_PATTERN],
-                "data_stream": {},
-                "priority": TEMPLATE_PRIORITY,
-                "composed_of": [f"{family}@settings", f"{family}@mappings", f"{family}@custom"],
-                "ignore_missing_component_templates": [f"{family}@custom"],
-            },
-        ),
-    ]
+    assets += _family_templates(
+        family, [scoring.SCORING_INDEX_PATTERN], template, scoring.scoring_mappings(), data_stream=True
+    )
     return assets
