@@ -31,6 +31,11 @@ _FOREIGN_PREFIXES = ("SHIPPER_STACK_",)
 CONFIG_FILE_ENV = "SHIPPER_CONFIG_FILE"
 
 
+def split_csv(text: str) -> list[str]:
+    """`a, b,,c` -> ["a", "b", "c"]: how every list setting is written in the environment."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -217,12 +222,20 @@ class Settings(BaseSettings):
         default_factory=list, description="Only runs of these experiments (comma-separated). Empty: all."
     )
 
-    @field_validator("mlflow_experiments", "mlflow_exclude_experiments", mode="before")
+    @field_validator(
+        "mlflow_experiments",
+        "mlflow_exclude_experiments",
+        "webhook_allowed_topics",
+        "webhook_entra_audience",
+        "webhook_entra_issuers",
+        "azureml_workspaces",
+        "notify_on",
+        "notify_experiments",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_csv(value) if isinstance(value, str) else value
 
     @field_validator("elasticsearch_url")
     @classmethod
@@ -266,21 +279,6 @@ class Settings(BaseSettings):
         return self
 
     # --- Azure ML: validators and helpers ------------------------------------------------------
-    @field_validator(
-        "webhook_allowed_topics",
-        "webhook_entra_audience",
-        "webhook_entra_issuers",
-        "azureml_workspaces",
-        "notify_on",
-        "notify_experiments",
-        mode="before",
-    )
-    @classmethod
-    def _split_azureml_csv(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
     @field_validator("notify_on")
     @classmethod
     def _check_notify_on(cls, value: list[str]) -> list[str]:
@@ -313,13 +311,12 @@ class Settings(BaseSettings):
     def notify_url_list(self) -> list[str]:
         if self.notify_urls is None:
             return []
-        return [p.strip() for p in self.notify_urls.get_secret_value().split(",") if p.strip()]
+        return split_csv(self.notify_urls.get_secret_value())
 
     def webhook_secrets(self) -> list[SecretStr]:
         if self.webhook_secret is None:
             return []
-        raw = self.webhook_secret.get_secret_value()
-        return [SecretStr(part.strip()) for part in raw.split(",") if part.strip()]
+        return [SecretStr(part) for part in split_csv(self.webhook_secret.get_secret_value())]
 
     @classmethod
     def settings_customise_sources(
