@@ -516,3 +516,17 @@ def test_setup_gives_existing_indices_the_new_mappings(env: dict[str, str], es: 
     properties = es.indices.get_mapping(index="mlops-runs")["mlops-runs"]["mappings"]["properties"]
     assert properties["mlflow"]["properties"]["run"]["properties"]["status"]["type"] == "keyword"
     assert properties["legacy"]["type"] == "keyword"
+
+
+def test_setup_reports_an_overlapping_foreign_index_template(env: dict[str, str], es: Any) -> None:
+    shipper("setup")
+    es.indices.delete_index_template(name="mlops-models")
+    es.indices.put_index_template(name="their-mlops", index_patterns=["mlops-mod*"], priority=300)
+    try:
+        result = CliRunner().invoke(main_group, ["setup"])
+        assert result.exit_code == 4
+        assert "their-mlops" in result.output
+        assert "lower its priority or narrow its index_patterns" in result.output
+    finally:
+        es.indices.delete_index_template(name="their-mlops")
+        shipper("setup")
