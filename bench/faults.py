@@ -1,0 +1,294 @@
+"""Faults during a backfill: 0 lost, 0 duplicated, checked exactly.
+
+    .venv/bin/python bench/faults.py [--runs 20 --keys 5 --steps 2000] [--kills 20] [--outage-seconds 60]
+                                     [--outage sigstop,restart] [--seed 1]
+
+Runs against its OWN throwaway Elasticsearch (started with scripts/stack in a separate state dir,
+<state-dir>/faults-es, on a free port; stopped and deleted at the end unless --keep-es), so
+stopping it hurts nobody. MLflow is the benchmarks' private one. Phases, each on fresh indices:
+
+kill -9   `shipper sync --json` is started, SIGKILLed after a random 2-6 s, restarted, ... --kills
+          times; then one pass is let finish. (If a backfill completes between kills, the phase is
+          verified and a new round starts on fresh indices until --kills kills were made.)
+outage    a backfill is started; once points are being written, Elasticsearch is made unavailable
+          for --outage-seconds: `sigstop` freezes it (SIGSTOP/SIGCONT of its process group:
+          connections hang), `restart` stops it and starts it again (connections refused). The same
+          pass must finish on its own.
+dup/order two `shipper sync --json` at once, and a `sync --full` replay started 1.5 s later; then
+          one more ordinary pass.
+
+After each: the number of metric documents equals the number of points in MLflow, every expected
+`_id` (shipper.transforms.mlflow_docs.metric_point_id, in the index of its month) exists and no other,
+one run document per run, and the dead-letter index is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as c
+
+
+def verify(es: Any, expected: set[tuple[str, str]], runs: int) -> dict[str, Any]:
+    stored, scanned = c.stored_ids(es)
+    count = c.count_metrics(es)
+    es.indices.refresh(index="mlops-*", expand_wildcards="all")
+    run_docs = int(es.count(index="mlops-runs", ignore_unavailable=True, allow_no_indices=True)["count"])
+    dead = int(es.count(index="mlops-dead-letter", ignore_unavailable=True, allow_no_indices=True)["count"])
+    lost = len(expected - stored)
+    extra = len(stored - expected)
+    result = {
+        "expected": len(expected),
+        "count": count,
+        "lost": lost,
+        "duplicated": (count - len(expected)) if count > len(expected) else 0,
+        "unexpected_ids": extra,
+        "run_docs": run_docs,
+        "runs": runs,
+        "dead_letters": dead,
+    }
+    result["ok"] = (
+        lost == 0 and extra == 0 and count == len(expected) == scanned and run_docs == runs and dead == 0
+    )
+    return result
+
+
+def fresh(es: Any, st: c.Stack) -> None:
+    c.reset_indices(es)
+    c.setup(st)
+
+
+def kill_phase(
+    es: Any, st: c.Stack, gen: c.Generated, expected: set, kills: int, rng: random.Random
+) -> dict[str, Any]:
+    env = c.shipper_env(st, gen.name)
+    rounds: list[dict[str, Any]] = []
+    made = 0
+    while made < kills:
+        fresh(es, st)
+        events: list[dict[str, Any]] = []
+        completed_early = False
+        while made < kills:
+            child = c.Child(["sync", "--json"], env)
+            delay = rng.uniform(2.0, 6.0)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and child.alive():
+                time.sleep(0.02)
+            if not child.alive():
+                result = child.wait()
+                if result.returncode != 0:
+                    raise SystemExit(f"sync failed between kills: {result.stderr_tail}")
+                completed_early = True
+                break
+            child.kill()
+            child.wait(killed=True)
+            made += 1
+            stored = c.count_metrics(es)
+            events.append({"after_s": round(delay, 2), "stored_points": stored})
+            c.say(f"  kill -9 #{made} after {delay:.1f}s; {stored:,} points stored so far")
+        final = c.run_shipper(["sync", "--json"], env)
+        check = verify(es, expected, gen.runs)
+        rounds.append(
+            {
+                "kills": len(events),
+                "events": events,
+                "completed_between_kills": completed_early,
+                "final_pass_points": (final.summary or {}).get("points_written"),
+                "verify": check,
+            }
+        )
+        c.say(f"  round verified: {check}")
+    return {"kills": made, "rounds": rounds, "ok": all(r["verify"]["ok"] for r in rounds)}
+
+
+def _group(state: Path) -> int:
+    return int((state / "es.pid").read_text().strip())
+
+
+def outage_phase(
+    es: Any, st: c.Stack, gen: c.Generated, expected: set, mode: str, seconds: float, es_state: Path
+) -> dict[str, Any]:
+    fresh(es, st)
+    child = c.Child(["sync", "--json"], c.shipper_env(st, gen.name))
+    # Wait until points are being written, then take Elasticsearch away.
+    while child.alive() and c.count_metrics(es) < min(20_000, gen.points // 4):
+        time.sleep(0.2)
+    if not child.alive():
+        raise SystemExit("the backfill finished before the outage could start; use a bigger --steps")
+    at = c.count_metrics(es)
+    pgid = _group(es_state)
+    c.say(f"  outage ({mode}) for {seconds:.0f}s with {at:,} points stored")
+    began = time.monotonic()
+    if mode == "sigstop":
+        os.killpg(pgid, signal.SIGSTOP)
+        time.sleep(seconds)
+        os.killpg(pgid, signal.SIGCONT)
+    else:
+        c.stack_down(es_state, only="es")
+        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+        url = c.stack_up(es_state, only="es")["ES_URL"]
+        if url != st.es_url:
+            raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
+    down_for = time.monotonic() - began
+    c.say(f"  Elasticsearch back after {down_for:.0f}s; waiting for the same pass to finish")
+    result = child.wait()
+    check = verify(es, expected, gen.runs)
+    out = {
+        "mode": mode,
+        "outage_seconds": down_for,
+        "points_stored_at_outage": at,
+        "pass_returncode": result.returncode,
+        "pass_wall_seconds": result.wall_seconds,
+        "retries": ((result.summary or {}).get("writes") or {}).get("retries"),
+        "verify": check,
+        "stderr_tail": result.stderr_tail[-600:] if result.returncode else "",
+    }
+    out["ok"] = result.returncode == 0 and check["ok"]
+    c.say(f"  {mode}: exit {result.returncode}, {check}")
+    if result.returncode:
+        c.say(f"  the pass failed; its stderr ends with:\n{result.stderr_tail[-1500:]}")
+    return out
+
+
+def duplicate_phase(es: Any, st: c.Stack, gen: c.Generated, expected: set) -> dict[str, Any]:
+    fresh(es, st)
+    env = c.shipper_env(st, gen.name)
+    a = c.Child(["sync", "--json"], env)
+    b = c.Child(["sync", "--json"], env)
+    time.sleep(1.5)
+    replay = c.Child(["sync", "--full", "--json"], env)
+    results = [x.wait() for x in (a, b, replay)]
+    after = c.run_shipper(["sync", "--json"], env)
+    check = verify(es, expected, gen.runs)
+    es.indices.refresh(index="mlops-runs")
+    statuses = es.search(index="mlops-runs", size=0, aggs={"s": {"terms": {"field": "mlflow.run.status"}}})
+    buckets = {b["key"]: b["doc_count"] for b in statuses["aggregations"]["s"]["buckets"]}
+    out = {
+        "returncodes": [r.returncode for r in results],
+        "points_written_by_each": [(r.summary or {}).get("points_written") for r in results],
+        "entity_noops": [((r.summary or {}).get("writes") or {}).get("noop") for r in results],
+        "following_pass_points": (after.summary or {}).get("points_written"),
+        "run_status_counts": buckets,
+        "verify": check,
+    }
+    out["ok"] = all(r.returncode == 0 for r in results) and check["ok"] and buckets == {"FINISHED": gen.runs}
+    c.say(f"  duplicate/reordered: {out}")
+    return out
+
+
+def main() -> None:
+    p = c.parser(__doc__ or "")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--keys", type=int, default=5)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--outage-seconds", type=float, default=60.0)
+    p.add_argument("--outage", default="sigstop,restart", help="comma-separated: sigstop, restart")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep-es", action="store_true", help="leave the throwaway Elasticsearch running")
+    args = p.parse_args()
+    shape = c.Shape(args.runs, args.keys, args.steps)
+    rng = random.Random(args.seed)
+
+    mlflow_uri = args.mlflow_uri or c.stack_up(args.state_dir / "stack", only="mlflow")["MLFLOW_TRACKING_URI"]
+    es_state = args.state_dir / "faults-es"
+    es_url = c.stack_up(es_state, only="es")["ES_URL"]
+    st = c.Stack(es_url, mlflow_uri)
+    es = c.es_client(es_url)
+    info = c.machine(es_url)
+    started = time.monotonic()
+    try:
+        gen = c.ensure_experiment(mlflow_uri, shape.name("bench-backfill"), shape)
+        c.say("computing every expected _id from MLflow")
+        expected = c.expected_ids(mlflow_uri, gen.experiment_id)
+        assert len(expected) == gen.points, (len(expected), gen.points)
+
+        c.say(f"phase 1: {args.kills} x kill -9")
+        kills = kill_phase(es, st, gen, expected, args.kills, rng)
+        outages = []
+        for mode in [m.strip() for m in args.outage.split(",") if m.strip()]:
+            c.say(f"phase 2: {args.outage_seconds:.0f}s outage by {mode}")
+            outages.append(outage_phase(es, st, gen, expected, mode, args.outage_seconds, es_state))
+        c.say("phase 3: duplicate and reordered passes")
+        dup = duplicate_phase(es, st, gen, expected)
+    finally:
+        if not args.keep_es:
+            c.stack_down(es_state, only="es", purge=True)
+
+    print(
+        f"\nfaults: {gen.points:,} points ({shape.runs} runs x {shape.keys} keys x {shape.steps} steps); "
+        f"own Elasticsearch; {time.monotonic() - started:.0f}s in all"
+    )
+    rows = []
+    for i, r in enumerate(kills["rounds"]):
+        v = r["verify"]
+        rows.append(
+            [
+                f"kill -9 x{r['kills']} (round {i + 1})",
+                v["expected"],
+                v["count"],
+                v["lost"],
+                v["duplicated"],
+                v["unexpected_ids"],
+                v["dead_letters"],
+                c.verdict(v["ok"]),
+            ]
+        )
+    for o in outages:
+        v = o["verify"]
+        rows.append(
+            [
+                f"{o['outage_seconds']:.0f}s outage ({o['mode']}), exit {o['pass_returncode']}, "
+                f"{o['retries']} retries",
+                v["expected"],
+                v["count"],
+                v["lost"],
+                v["duplicated"],
+                v["unexpected_ids"],
+                v["dead_letters"],
+                c.verdict(o["ok"]),
+            ]
+        )
+    v = dup["verify"]
+    rows.append(
+        [
+            "2 concurrent + 1 late --full replay",
+            v["expected"],
+            v["count"],
+            v["lost"],
+            v["duplicated"],
+            v["unexpected_ids"],
+            v["dead_letters"],
+            c.verdict(dup["ok"]),
+        ]
+    )
+    print(
+        c.table(
+            rows,
+            ["fault", "expected", "stored", "lost", "duplicated", "other ids", "dead letters", "verdict"],
+        )
+    )
+    all_ok = kills["ok"] and kills["kills"] >= args.kills and all(o["ok"] for o in outages) and dup["ok"]
+    print(f"\n0 lost, 0 duplicated under all faults: {c.verdict(all_ok)}")
+    c.save(
+        "faults",
+        {
+            "machine": info,
+            "shape": shape.__dict__,
+            "points": gen.points,
+            "kill": kills,
+            "outages": outages,
+            "duplicates": dup,
+            "ok": all_ok,
+        },
+        args,
+    )
+
+
+if __name__ == "__main__":
+    main()
