@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 METRICS_FAMILY = "mlops-metrics"
 EVENTS_FAMILY = "mlops-events"
@@ -19,7 +20,13 @@ def partition_families() -> tuple[str, ...]:
 
 
 def partition_suffix(timestamp_ms: int) -> str:
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return _day_suffix(timestamp_ms // 86_400_000)
+
+
+@lru_cache(maxsize=4096)
+def _day_suffix(day: int) -> str:
+    # Called once per metric point; points of one run share few days.
+    moment = datetime.fromtimestamp(day * 86_400, UTC)
     return f"{moment.year:04d}.{moment.month:02d}"
 
 

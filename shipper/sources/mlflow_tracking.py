@@ -12,10 +12,13 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from shipper import telemetry
 from shipper.errors import ConnectivityError
@@ -36,9 +39,12 @@ class MlflowSource:
         self._client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         self.tracking_uri = self._client.tracking_uri
         self.requests: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._rest_store = _rest_store_of(self._client)
 
     def _count(self, kind: str) -> None:
-        self.requests[kind] = self.requests.get(kind, 0) + 1
+        with self._lock:  # histories are read from several threads
+            self.requests[kind] = self.requests.get(kind, 0) + 1
         telemetry.MLFLOW_REQUESTS.labels(kind=kind).inc()
 
     def ping(self) -> int:
@@ -122,7 +128,44 @@ class MlflowSource:
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         self._count("get_metric_history")
+        if self._rest_store is not None:
+            return self._rest_history(run_id, key)
         return [_metric(m) for m in self._client.get_metric_history(run_id, key)]
+
+    def _rest_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        """The documented REST endpoint, read with orjson.
+
+        Metric histories are most of a backfill's bytes. The client turns each response into
+        protobuf messages and then entities (`json_format.ParseDict`): profiled at 3.8 s of CPU per
+        100,000 points, twice the shipper's whole budget. This reads the same JSON directly, still
+        through MLflow's own `http_request` with the store's credentials, TLS settings and retries.
+        """
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        store = self._rest_store
+        points: list[MetricPoint] = []
+        token: str | None = None
+        while True:
+            params = {"run_id": run_id, "run_uuid": run_id, "metric_key": key}
+            if token:
+                params["page_token"] = token
+            response = http_request(  # type: ignore[no-untyped-call]
+                host_creds=store.get_host_creds(), endpoint=HISTORY_ENDPOINT, method="GET", params=params
+            )
+            body = orjson.loads(verify_rest_response(response, HISTORY_ENDPOINT).content or b"{}")
+            # Proto3 JSON leaves out zero values, hence the defaults.
+            points += [
+                MetricPoint(
+                    key=m.get("key", key),
+                    value=metric_value(m.get("value", 0.0)),
+                    timestamp=int(m.get("timestamp", 0)),
+                    step=int(m.get("step", 0)),
+                )
+                for m in body.get("metrics", ())
+            ]
+            token = body.get("next_page_token")
+            if not token:
+                return points
 
     def model_versions(self) -> list[ModelVersion]:
         found: list[ModelVersion] = []
@@ -178,6 +221,18 @@ def metric_value(raw: Any) -> float:
     if abs(value) == sys.float_info.max:
         return math.copysign(math.inf, value)
     return value
+
+
+HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history"
+
+
+def _rest_store_of(client: Any) -> Any:
+    """The client's REST store (HTTP servers, and Azure ML workspaces through azureml-mlflow, whose
+    store is one), or None for local sqlite/file stores, which are read through the client."""
+    from mlflow.store.tracking.rest_store import RestStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, RestStore) else None
 
 
 def select_experiments(

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -48,6 +51,10 @@ from shipper.transforms.mlflow_docs import (
 )
 
 log = logging.getLogger(__name__)
+
+
+# Metric histories requested ahead of the one being processed.
+READ_AHEAD = 4
 
 
 def fingerprint(value: Any) -> str:
@@ -117,12 +124,20 @@ class Progress:
 
 @dataclass
 class _Batch:
-    """Writes waiting to go out, and the checkpoints that may move once they have."""
+    """Writes waiting to go out, and the checkpoints that may move once they have.
+
+    A flush hands its writes to one background thread, so Elasticsearch indexes one batch while the
+    next is read from MLflow; flushes run one at a time and in order, and each writes its data,
+    then its entity documents, then its checkpoints, so a checkpoint never gets ahead of its data.
+    At most one flush is in flight: memory stays bounded, and a failure surfaces at the next flush.
+    """
 
     engine: SyncEngine
     actions: list[dict[str, Any]] = field(default_factory=list)
     entities: list[EntityWrite] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "shipper-write"))
+    _in_flight: Future[None] | None = None
 
     def add(self, actions: list[dict[str, Any]]) -> None:
         self.actions += actions
@@ -137,16 +152,34 @@ class _Batch:
             self.flush()
 
     def flush(self) -> None:
+        self.wait()
+        if self.actions or self.entities or self.checkpoints:
+            work = (self.actions, self.entities, self.checkpoints)
+            self.actions, self.entities, self.checkpoints = [], [], []
+            self._in_flight = self._pool.submit(self._write, *work)
+
+    def wait(self) -> None:
+        """Until the flush in flight is written; re-raises its failure."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _write(
+        self, actions: list[dict[str, Any]], entities: list[EntityWrite], checkpoints: list[dict[str, Any]]
+    ) -> None:
         engine = self.engine
-        if self.actions:
-            engine.summary.writes.add(engine.writer.write(self.actions))
-            self.actions = []
-        if self.entities:
-            engine.summary.writes.add(upsert_entities(engine.client, engine.writer, self.entities))
-            self.entities = []
-        if self.checkpoints:
-            engine.writer.write(self.checkpoints)
-            self.checkpoints = []
+        if actions:
+            engine.summary.writes.add(engine.writer.write(actions))
+        if entities:
+            engine.summary.writes.add(upsert_entities(engine.client, engine.writer, entities))
+        if checkpoints:
+            engine.writer.write(checkpoints)
 
 
 class SyncEngine:
@@ -166,6 +199,7 @@ class SyncEngine:
         self.progress = progress
         self.clock = clock
         self.summary = PassSummary()
+        self._readers: ThreadPoolExecutor | None = None
 
     def run_pass(self, full: bool = False, stop: threading.Event | None = None) -> PassSummary:
         started = time.monotonic()
@@ -182,6 +216,7 @@ class SyncEngine:
         links = model_links(versions)
         batch = _Batch(self)
         runs: dict[str, Run] = {}
+        self._readers = ThreadPoolExecutor(READ_AHEAD, "shipper-read")
         try:
             for run in self.source.runs([e.id for e in selected], self.settings.mlflow_since):
                 runs[run.id] = run
@@ -199,9 +234,13 @@ class SyncEngine:
                     summary.stopped_early = True
                     break
             batch.flush()
+            batch.wait()
             if not summary.stopped_early:
                 self._sync_models(versions, runs, all_experiments, [e.id for e in selected], full, stamp)
         finally:
+            self._readers.shutdown(wait=True, cancel_futures=True)
+            self._readers = None
+            batch.close()
             if self.progress is not None:
                 self.progress.done()
         summary.seconds = time.monotonic() - started
@@ -233,11 +272,14 @@ class SyncEngine:
         # earlier points carry the new `ml.model.*` too; the same ids make that an overwrite.
         relink = checkpoint is not None and checkpoint.link != link_fp
         reread_all = checkpoint is None or checkpoint.status != run.status or relink
-        for key, latest in sorted(run.latest_metrics.items()):
+        wanted = [
+            key
+            for key, latest in sorted(run.latest_metrics.items())
+            if reread_all or key not in keys or keys[key].latest != _latest_fp(latest)
+        ]
+        for key, history in self._histories(run.id, wanted):
+            latest = run.latest_metrics[key]
             known = keys.get(key)
-            if known is not None and known.latest == _latest_fp(latest) and not reread_all:
-                continue
-            history = self.source.metric_history(run.id, key)
             summary.history_reads += 1
             fresh = history
             if known is not None and not relink:
@@ -259,6 +301,25 @@ class SyncEngine:
             entity,
             run_state_action(RunCheckpoint(run.id, run.experiment_id, run_fp, run.status, link_fp, keys)),
         )
+
+    def _histories(self, run_id: str, keys: list[str]) -> Iterator[tuple[str, list[MetricPoint]]]:
+        """Histories in key order, with up to READ_AHEAD requests in flight: the tracking server
+        answers the next keys while this thread turns the last one into documents."""
+        if self._readers is None:
+            yield from ((key, self.source.metric_history(run_id, key)) for key in keys)
+            return
+        readers = self._readers
+        queue = iter(keys)
+        pending = deque(
+            (key, readers.submit(self.source.metric_history, run_id, key))
+            for key in itertools.islice(queue, READ_AHEAD)
+        )
+        while pending:
+            key, future = pending.popleft()
+            following = next(queue, None)
+            if following is not None:
+                pending.append((following, readers.submit(self.source.metric_history, run_id, following)))
+            yield key, future.result()
 
     def _sync_models(
         self,

@@ -7,7 +7,6 @@ out and a keyword field says which value it was.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 from collections.abc import Iterable
@@ -41,8 +40,7 @@ def version_number(version: str) -> int | None:
 
 
 def _hash_id(*parts: str) -> str:
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=18).digest()
-    return base64.urlsafe_b64encode(digest).decode()
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def metric_point_id(run_id: str, point: MetricPoint) -> str:
