@@ -39,6 +39,23 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "V
 # -- command line, report -----------------------------------------------------------------------
 
 
+SRC = REPO  # whose shipper/ is measured; --shipper-src changes it
+
+
+class _UseSource(argparse.Action):
+    """--shipper-src DIR: measure the shipper package in DIR (e.g. a `git worktree` of a commit)
+    instead of the editable install, in this process and in every child."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        global SRC
+        SRC = Path(value).resolve()
+        if not (SRC / "shipper" / "__init__.py").is_file():
+            parser.error(f"{SRC} has no shipper/ package")
+        sys.path.insert(0, str(SRC))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+        setattr(namespace, self.dest, SRC)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -52,6 +69,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         help=f"where the private stack lives (default {DEFAULT_STATE}; env SHIPPER_BENCH_STATE_DIR)",
     )
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/<name>.json")
+    p.add_argument(
+        "--shipper-src",
+        action=_UseSource,
+        metavar="DIR",
+        help="measure the shipper/ package in DIR instead of this checkout, e.g. a commit exported with "
+        "`git archive <commit> shipper | tar -x -C DIR` (write the commit into DIR/.bench-commit)",
+    )
     return p
 
 
@@ -140,16 +164,18 @@ def code_version() -> dict[str, Any]:
     import hashlib
 
     def git(*a: str) -> str:
-        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        r = subprocess.run(["git", *a], cwd=SRC, capture_output=True, text=True, check=False)
         return r.stdout.strip()
 
-    status = git("status", "--porcelain", "--", "shipper")
+    status = git("status", "--porcelain", "--", "shipper") if (SRC / ".git").exists() else ""
     dirty = [line.split(maxsplit=1)[-1] for line in status.splitlines()]
     digest = hashlib.sha256()
-    for path in sorted((REPO / "shipper").rglob("*.py")):
+    for path in sorted((SRC / "shipper").rglob("*.py")):
         digest.update(path.read_bytes())
     return {
-        "commit": git("rev-parse", "--short", "HEAD"),
+        "commit": git("rev-parse", "--short", "HEAD")
+        if (SRC / ".git").exists()
+        else ((SRC / ".bench-commit").read_text().strip() if (SRC / ".bench-commit").exists() else "?"),
         "uncommitted": dirty,
         "sha256": digest.hexdigest()[:12],
     }
