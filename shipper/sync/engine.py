@@ -30,7 +30,7 @@ from shipper.config import Settings
 from shipper.setup.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import EntityWrite, upsert_entities
-from shipper.sources.mlflow_tracking import MlflowSource, select_experiments
+from shipper.sources.mlflow_tracking import HISTORY_PAGE, MlflowSource, select_experiments
 from shipper.sources.records import Experiment, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
@@ -53,8 +53,9 @@ from shipper.transforms.mlflow_docs import (
 log = logging.getLogger(__name__)
 
 
-# Metric histories requested ahead of the one being processed.
+# Metric histories requested ahead of the one being processed, and their size bound in points.
 READ_AHEAD = 4
+READ_AHEAD_POINTS = 50_000
 
 
 def fingerprint(value: Any) -> str:
@@ -277,23 +278,31 @@ class SyncEngine:
             for key, latest in sorted(run.latest_metrics.items())
             if reread_all or key not in keys or keys[key].latest != _latest_fp(latest)
         ]
-        for key, history in self._histories(run.id, wanted):
+        for key, pages in self._histories(run, wanted):
             latest = run.latest_metrics[key]
             known = keys.get(key)
             summary.history_reads += 1
-            fresh = history
-            if known is not None and not relink:
-                mark = (known.last_timestamp, known.last_step)
-                newer = [p for p in history if (p.timestamp, p.step) > mark]
-                # Points inserted before the mark (logged out of order): send the whole history.
-                fresh = newer if known.count + len(newer) == len(history) else history
-            for start in range(0, len(fresh), 10_000):
-                chunk = fresh[start : start + 10_000]
-                batch.add([metric_point_action(run, experiment, p, link) for p in chunk])
-            summary.points_written += len(fresh)
-            if history:
-                newest = max(history, key=lambda p: (p.timestamp, p.step))
-                keys[key] = KeyCheckpoint(len(history), newest.timestamp, newest.step, _latest_fp(latest))
+            mark = (known.last_timestamp, known.last_step) if known is not None and not relink else None
+            total = sent = 0
+            newest: MetricPoint | None = None
+            for page in pages:
+                total += len(page)
+                chosen = page if mark is None else [p for p in page if (p.timestamp, p.step) > mark]
+                self._queue_points(run, experiment, link, chosen, batch)
+                sent += len(chosen)
+                for point in page:
+                    if newest is None or (point.timestamp, point.step) > (newest.timestamp, newest.step):
+                        newest = point
+            if known is not None and mark is not None and known.count + sent != total:
+                # Points were inserted before the mark (logged out of order): send the whole
+                # history again; the deterministic ids make the repeats overwrites.
+                summary.history_reads += 1
+                for page in self.source.metric_history_pages(run.id, key):
+                    self._queue_points(run, experiment, link, page, batch)
+                    sent += len(page)
+            summary.points_written += sent
+            if newest is not None:
+                keys[key] = KeyCheckpoint(total, newest.timestamp, newest.step, _latest_fp(latest))
         summary.runs_written += 1
         if relink:
             summary.relinked_runs += 1
@@ -302,24 +311,46 @@ class SyncEngine:
             run_state_action(RunCheckpoint(run.id, run.experiment_id, run_fp, run.status, link_fp, keys)),
         )
 
-    def _histories(self, run_id: str, keys: list[str]) -> Iterator[tuple[str, list[MetricPoint]]]:
-        """Histories in key order, with up to READ_AHEAD requests in flight: the tracking server
-        answers the next keys while this thread turns the last one into documents."""
-        if self._readers is None:
-            yield from ((key, self.source.metric_history(run_id, key)) for key in keys)
-            return
+    @staticmethod
+    def _queue_points(
+        run: Run, experiment: Experiment, link: ModelLink, points: list[MetricPoint], batch: _Batch
+    ) -> None:
+        for start in range(0, len(points), 10_000):
+            chunk = points[start : start + 10_000]
+            batch.add([metric_point_action(run, experiment, p, link) for p in chunk])
+
+    def _histories(self, run: Run, keys: list[str]) -> Iterator[tuple[str, Iterator[list[MetricPoint]]]]:
+        """Each key's history pages, in key order, read ahead: the tracking server answers the
+        next keys' first pages while this thread turns the last one into documents. At most
+        READ_AHEAD requests are in flight, and (judged by each key's latest step) at most
+        READ_AHEAD_POINTS points, so memory stays bounded however long the histories are."""
+
+        def size(key: str) -> int:
+            return min(HISTORY_PAGE, max(1, run.latest_metrics[key].step + 1))
+
+        def first_page(key: str) -> tuple[list[MetricPoint], Iterator[list[MetricPoint]]]:
+            pages = self.source.metric_history_pages(run.id, key)
+            return next(pages, []), pages
+
         readers = self._readers
-        queue = iter(keys)
-        pending = deque(
-            (key, readers.submit(self.source.metric_history, run_id, key))
-            for key in itertools.islice(queue, READ_AHEAD)
-        )
-        while pending:
+        if readers is None:
+            yield from ((key, self.source.metric_history_pages(run.id, key)) for key in keys)
+            return
+        queue = deque(keys)
+        pending: deque[tuple[str, Future[tuple[list[MetricPoint], Iterator[list[MetricPoint]]]]]] = deque()
+        in_flight = 0
+        while queue or pending:
+            while queue and (
+                not pending or (len(pending) < READ_AHEAD and in_flight + size(queue[0]) <= READ_AHEAD_POINTS)
+            ):
+                key = queue.popleft()
+                in_flight += size(key)
+                pending.append((key, readers.submit(first_page, key)))
             key, future = pending.popleft()
-            following = next(queue, None)
-            if following is not None:
-                pending.append((following, readers.submit(self.source.metric_history, run_id, following)))
-            yield key, future.result()
+            in_flight -= size(key)
+            first, rest = future.result()
+            # Later pages of this key are read here, one at a time.
+            yield key, itertools.chain([first], rest)
 
     def _sync_models(
         self,

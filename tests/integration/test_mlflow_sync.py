@@ -530,3 +530,25 @@ def test_setup_reports_an_overlapping_foreign_index_template(env: dict[str, str]
     finally:
         es.indices.delete_index_template(name="their-mlops")
         shipper("setup")
+
+
+def test_points_logged_out_of_order_are_not_missed(
+    env: dict[str, str], es: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    name = f"order-{uuid.uuid4().hex[:8]}"
+    run_id = client.create_run(client.create_experiment(name)).info.run_id
+    base = int(time.time() * 1000) - 60_000
+    for step in range(3):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), timestamp=base + step * 1000, step=step)
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", name)
+    shipper("setup")
+    assert sync_json()["points_written"] == 3
+    # A late point with an old step and time (e.g. from a resumed worker), and a new latest one.
+    client.log_metric(run_id, "loss", 0.7, timestamp=base + 500, step=1)
+    client.log_metric(run_id, "loss", 0.2, timestamp=base + 5000, step=3)
+    again = sync_json()
+    assert again["history_reads"] == 2  # the newer point alone did not add up: read and sent whole
+    assert count(es, "mlops-metrics-*", by_run(run_id)) == 5
