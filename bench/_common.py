@@ -173,6 +173,7 @@ def code_version() -> dict[str, Any]:
     for path in sorted((SRC / "shipper").rglob("*.py")):
         digest.update(path.read_bytes())
     return {
+        "source": str(SRC),
         "commit": git("rev-parse", "--short", "HEAD")
         if (SRC / ".git").exists()
         else ((SRC / ".bench-commit").read_text().strip() if (SRC / ".bench-commit").exists() else "?"),

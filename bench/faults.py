@@ -1,7 +1,7 @@
 """Faults during a backfill: 0 lost, 0 duplicated, checked exactly.
 
     .venv/bin/python bench/faults.py [--runs 20 --keys 5 --steps 2000] [--kills 20] [--outage-seconds 60]
-                                     [--outage sigstop,restart] [--seed 1]
+                                     [--outage sigstop,restart] [--seed 1] [--skip-service]
 
 Runs against its OWN throwaway Elasticsearch (started with scripts/stack in a separate state dir,
 <state-dir>/faults-es, on a free port; stopped and deleted at the end unless --keep-es), so
@@ -16,6 +16,10 @@ outage    a backfill is started; once points are being written, Elasticsearch is
           pass must finish on its own.
 dup/order two `shipper sync --json` at once, and a `sync --full` replay started 1.5 s later; then
           one more ordinary pass.
+service   `shipper run --interval 3` (the service) ships a small new experiment; Elasticsearch is
+          stopped for --outage-seconds between passes while 100 more points are logged to MLflow;
+          the service must still be running when Elasticsearch is back and ship them
+          (--skip-service skips this phase).
 
 After each: the number of metric documents equals the number of points in MLflow, every expected
 `_id` (shipper.transforms.mlflow_docs.metric_point_id, in the index of its month) exists and no other,
@@ -181,6 +185,59 @@ def duplicate_phase(es: Any, st: c.Stack, gen: c.Generated, expected: set) -> di
     return out
 
 
+def service_phase(es: Any, st: c.Stack, seconds: float, es_state: Path) -> dict[str, Any]:
+    """`shipper run` (the service) across an outage between its passes, with points logged meanwhile."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    fresh(es, st)
+    shape = c.Shape(2, 2, 100)
+    name = f"bench-faults-service-{int(time.time())}"  # changed below, so never reused
+    gen = c.ensure_experiment(st.mlflow_uri, name, shape)
+    child = c.Child(["run", "--interval", "3"], c.shipper_env(st, gen.name))
+    deadline = time.monotonic() + 120
+    while child.alive() and c.count_metrics(es) < gen.points and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first_ok = c.count_metrics(es) == gen.points
+    c.say(
+        f"  service shipped the first {gen.points} points: {first_ok}; Elasticsearch down for {seconds:.0f}s"
+    )
+    began = time.monotonic()
+    c.stack_down(es_state, only="es")
+    client = MlflowClient(st.mlflow_uri)
+    run = client.search_runs([gen.experiment_id], max_results=1)[0]
+    key = sorted(run.data.metrics)[0]
+    now = int(time.time() * 1000)
+    client.log_batch(run.info.run_id, metrics=[Metric(key, 0.5, now + i, 100 + i) for i in range(100)])
+    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    url = c.stack_up(es_state, only="es")["ES_URL"]
+    if url != st.es_url:
+        raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
+    down_for = time.monotonic() - began
+    expected = c.expected_ids(st.mlflow_uri, gen.experiment_id)
+    deadline = time.monotonic() + 90
+    while child.alive() and c.count_metrics(es) < len(expected) and time.monotonic() < deadline:
+        time.sleep(1)
+    alive = child.alive()
+    if alive:
+        child.proc.send_signal(signal.SIGTERM)
+    result = child.wait()
+    check = verify(es, expected, shape.runs)
+    out = {
+        "outage_seconds": down_for,
+        "service_alive_after_outage": alive,
+        "service_returncode": result.returncode,
+        "logged_during_outage": 100,
+        "verify": check,
+        "stderr_tail": "" if alive else result.stderr_tail[-1500:],
+    }
+    out["ok"] = first_ok and alive and check["ok"]
+    c.say(f"  service: alive after the outage {alive}, exit {result.returncode}, {check}")
+    if not alive:
+        c.say(f"  the service died; its stderr ends with:\n{result.stderr_tail[-1500:]}")
+    return out
+
+
 def main() -> None:
     p = c.parser(__doc__ or "")
     p.add_argument("--runs", type=int, default=20)
@@ -191,6 +248,9 @@ def main() -> None:
     p.add_argument("--outage", default="sigstop,restart", help="comma-separated: sigstop, restart")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep-es", action="store_true", help="leave the throwaway Elasticsearch running")
+    p.add_argument(
+        "--skip-service", action="store_true", help="skip phase 4 (`shipper run` across an outage)"
+    )
     args = p.parse_args()
     shape = c.Shape(args.runs, args.keys, args.steps)
     rng = random.Random(args.seed)
@@ -216,6 +276,10 @@ def main() -> None:
             outages.append(outage_phase(es, st, gen, expected, mode, args.outage_seconds, es_state))
         c.say("phase 3: duplicate and reordered passes")
         dup = duplicate_phase(es, st, gen, expected)
+        service = None
+        if not args.skip_service:
+            c.say(f"phase 4: `shipper run` across a {args.outage_seconds:.0f}s outage between passes")
+            service = service_phase(es, st, args.outage_seconds, es_state)
     finally:
         if not args.keep_es:
             c.stack_down(es_state, only="es", purge=True)
@@ -267,6 +331,21 @@ def main() -> None:
             c.verdict(dup["ok"]),
         ]
     )
+    if service is not None:
+        v = service["verify"]
+        rows.append(
+            [
+                f"`shipper run`, {service['outage_seconds']:.0f}s outage between passes, "
+                + ("service survived" if service["service_alive_after_outage"] else "SERVICE DIED"),
+                v["expected"],
+                v["count"],
+                v["lost"],
+                v["duplicated"],
+                v["unexpected_ids"],
+                v["dead_letters"],
+                c.verdict(service["ok"]),
+            ]
+        )
     print(
         c.table(
             rows,
@@ -274,6 +353,7 @@ def main() -> None:
         )
     )
     all_ok = kills["ok"] and kills["kills"] >= args.kills and all(o["ok"] for o in outages) and dup["ok"]
+    all_ok = all_ok and (service is None or service["ok"])
     print(f"\n0 lost, 0 duplicated under all faults: {c.verdict(all_ok)}")
     c.save(
         "faults",
@@ -284,6 +364,7 @@ def main() -> None:
             "kill": kills,
             "outages": outages,
             "duplicates": dup,
+            "service": service,
             "ok": all_ok,
         },
         args,
