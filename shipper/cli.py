@@ -256,6 +256,9 @@ def run(ctx: Context, interval: float | None) -> None:
         except ShipperError as exc:
             failures += 1
             log.error("sync pass failed (%d in a row): %s", failures, exc)
+        except Exception:  # e.g. Elasticsearch or MLflow down between passes: back off, never exit
+            failures += 1
+            log.exception("sync pass failed unexpectedly (%d in a row)", failures)
         stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
     log.info("stopped")
 
