@@ -288,63 +288,36 @@ def main() -> None:
         f"\nfaults: {gen.points:,} points ({shape.runs} runs x {shape.keys} keys x {shape.steps} steps); "
         f"own Elasticsearch; {time.monotonic() - started:.0f}s in all"
     )
+
+    def _verify_row(label: str, v: dict[str, Any], ok: bool) -> list[Any]:
+        keys = ("expected", "count", "lost", "duplicated", "unexpected_ids", "dead_letters")
+        return [label, *(v[k] for k in keys), c.verdict(ok)]
+
     rows = []
     for i, r in enumerate(kills["rounds"]):
         v = r["verify"]
-        rows.append(
-            [
-                f"kill -9 x{r['kills']} (round {i + 1})",
-                v["expected"],
-                v["count"],
-                v["lost"],
-                v["duplicated"],
-                v["unexpected_ids"],
-                v["dead_letters"],
-                c.verdict(v["ok"]),
-            ]
-        )
+        rows.append(_verify_row(f"kill -9 x{r['kills']} (round {i + 1})", v, v["ok"]))
     for o in outages:
         v = o["verify"]
         rows.append(
-            [
+            _verify_row(
                 f"{o['outage_seconds']:.0f}s outage ({o['mode']}), exit {o['pass_returncode']}, "
                 f"{o['retries']} retries",
-                v["expected"],
-                v["count"],
-                v["lost"],
-                v["duplicated"],
-                v["unexpected_ids"],
-                v["dead_letters"],
-                c.verdict(o["ok"]),
-            ]
+                v,
+                o["ok"],
+            )
         )
     v = dup["verify"]
-    rows.append(
-        [
-            "2 concurrent + 1 late --full replay",
-            v["expected"],
-            v["count"],
-            v["lost"],
-            v["duplicated"],
-            v["unexpected_ids"],
-            v["dead_letters"],
-            c.verdict(dup["ok"]),
-        ]
-    )
+    rows.append(_verify_row("2 concurrent + 1 late --full replay", v, dup["ok"]))
     if service is not None:
         v = service["verify"]
         rows.append(
-            [
+            _verify_row(
                 f"`shipper run`, {service['outage_seconds']:.0f}s outage between passes, "
                 + ("service survived" if service["service_alive_after_outage"] else "SERVICE DIED"),
-                v["expected"],
-                v["count"],
-                v["lost"],
-                v["duplicated"],
-                v["unexpected_ids"],
-                v["dead_letters"],
-                c.verdict(service["ok"]),
-            ]
+                v,
+                service["ok"],
+            )
         )
     print(
         c.table(
