@@ -34,6 +34,13 @@ def env(es_url: str, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any) 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
 
 
+def ship(es: Any) -> None:
+    """`shipper setup` and `shipper sync`, then a refresh so the new versions are searchable."""
+    shipper("setup")
+    shipper("sync")
+    es.indices.refresh(index="mlops-models")
+
+
 def shipper(*args: str, code: int = 0) -> str:
     result = CliRunner().invoke(main_group, list(args), catch_exceptions=False)
     assert result.exit_code == code, result.output
@@ -70,14 +77,13 @@ def demo_expectations() -> list[dict[str, float]]:
 
 
 def test_compare_prints_what_the_demo_logged(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     from mlflow import MlflowClient
 
     experiment, model = run_demo(mlflow_uri, uuid.uuid4().hex[:8])
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", experiment)
-    shipper("setup")
-    shipper("sync")
+    ship(es)
 
     table = json.loads(shipper("compare", "--model", model, "--json"))
     finals = demo_expectations()
@@ -117,12 +123,11 @@ def test_compare_prints_what_the_demo_logged(
 
 
 def test_compare_keeps_nonfinite_values_visible(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     logged = log_experiment(mlflow_uri)
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
-    shipper("setup")
-    shipper("sync")
+    ship(es)
     table = json.loads(shipper("compare", "--model", logged.model, "--json"))
     # test_mlflow_sync.log_experiment: v1 accuracy ends at 0.7, v2 at 0.85 (aliased champion), v3 at 0.88
     # with grad_norm NaN then Infinity (the latest, at step 1).
@@ -139,15 +144,14 @@ def test_compare_keeps_nonfinite_values_visible(
 
 
 def test_unknown_model_and_metric_are_named(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     logged = log_experiment(mlflow_uri)
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
     output = CliRunner().invoke(main_group, ["compare", "--model", "x"])
     assert output.exit_code == 3
     assert "mlops-models does not exist" in output.output
-    shipper("setup")
-    shipper("sync")
+    ship(es)
     missing = CliRunner().invoke(main_group, ["compare", "--model", "no-such-model"])
     assert missing.exit_code == 2
     assert "no registered model 'no-such-model'" in missing.output
