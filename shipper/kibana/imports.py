@@ -101,8 +101,9 @@ class ImportOutcome:
 
 def newer_version_fix() -> str:
     return (
-        f"these saved objects are written for Kibana {OBJECTS_STACK_VERSION}; upgrade Kibana to "
-        f"{OBJECTS_STACK_VERSION} or later (a newer Kibana migrates them on import)"
+        f"the objects are written for a newer Kibana than this one (the packaged ones for Kibana "
+        f"{OBJECTS_STACK_VERSION}); upgrade Kibana to {OBJECTS_STACK_VERSION} or later, which migrates "
+        "them on import"
     )
 
 

@@ -396,7 +396,9 @@ def running(state: KibanaState, tls: tuple[Path, Path] | None = None) -> Iterato
         context.load_cert_chain(str(tls[0]), str(tls[1]))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
-    thread = threading.Thread(target=server.serve_forever, name="fake-kibana", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kibana", daemon=True
+    )
     thread.start()
     try:
         yield f"{scheme}://127.0.0.1:{server.server_address[1]}", state

@@ -160,9 +160,9 @@ def test_every_documented_error_type_gets_a_reason_and_a_fix() -> None:
         f"'canvas-workpad' (or does not allow importing it); fix: use Kibana {OBJECTS_STACK_VERSION} or "
         "later with its default plugins enabled, and a user allowed to manage that type",
         "lens lens-2 ('Newer'): unknown: Document \"lens-2\" belongs to a more recent version of Kibana "
-        "[10.9.0] when the last known version is [10.1.0]. (HTTP 400); fix: these saved objects are written "
-        f"for Kibana {OBJECTS_STACK_VERSION}; upgrade Kibana to {OBJECTS_STACK_VERSION} or later (a newer "
-        "Kibana migrates them on import)",
+        "[10.9.0] when the last known version is [10.1.0]. (HTTP 400); fix: the objects are written for a "
+        f"newer Kibana than this one (the packaged ones for Kibana {OBJECTS_STACK_VERSION}); upgrade Kibana "
+        f"to {OBJECTS_STACK_VERSION} or later, which migrates them on import",
         "search s: unknown: boom (HTTP 500); fix: see Kibana's log for this object; re-run `shipper setup "
         "--kibana` once it is fixed",
     ]
