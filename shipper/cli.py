@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 configuration invalid; 3 Elasticsearch or MLflow
 unreachable or refusing; 4 an asset of someone else's is in the way of `setup`; 5 a write failed
-after all retries (nothing was checkpointed; run again).
+after all retries (nothing was checkpointed; run again); 6 Kibana refused some saved objects.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def validate(ctx: Context) -> None:
 @main_group.command()
 @pass_context
 def check(ctx: Context) -> None:
-    """Check connectivity and capabilities: Elasticsearch version, ILM, security, credentials, MLflow.
+    """Check connectivity and capabilities: Elasticsearch version, ILM, security, credentials, MLflow,
+    and Kibana's status and version when SHIPPER_KIBANA_URL is set.
 
     Exit 0 when everything answers, 3 when something does not.
     """
@@ -116,23 +117,50 @@ def check(ctx: Context) -> None:
         source = MlflowSource()
         source.ping()
         click.echo(f"mlflow: {source.tracking_uri} answers")
+        if settings.kibana_url:
+            from shipper.kibana.setup import check_kibana
+
+            for line in check_kibana(settings):
+                click.echo(line)
     except ShipperError as exc:
         _fail(exc)
 
 
 @main_group.command()
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option(
+    "--kibana",
+    is_flag=True,
+    help="After the Elasticsearch assets, import the dashboards and data views into Kibana "
+    "(SHIPPER_KIBANA_URL, SHIPPER_KIBANA_SPACE, Kibana or Elasticsearch credentials).",
+)
+@click.option(
+    "--kibana-only", is_flag=True, help="Only import the Kibana saved objects; leave Elasticsearch alone."
+)
+@click.option(
+    "--kibana-objects",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Import this NDJSON file instead of the packaged saved objects (implies --kibana).",
+)
 @pass_context
-def setup(ctx: Context, dry_run: bool) -> None:
-    """Install or upgrade the Elasticsearch assets the shipper manages.
+def setup(ctx: Context, dry_run: bool, kibana: bool, kibana_only: bool, kibana_objects: Path | None) -> None:
+    """Install or upgrade the Elasticsearch assets the shipper manages, and with --kibana import the
+    Kibana saved objects.
 
     Index templates (with an empty `@custom` component template per family that is yours),
     ingest pipelines, and retention: an ILM policy where the cluster has ILM, otherwise the data
     stream lifecycle for logs and `shipper run`'s retention pass for time-partitioned indices.
     Idempotent: a second run changes nothing and says so.
+
+    --kibana imports the dashboards, visualizations and data views through Kibana's saved-objects
+    import API, overwriting earlier imports (so it is idempotent too). Exit 6 when Kibana refuses
+    some objects; each is listed with the reason and the fix.
     """
     from shipper.setup.installer import install
 
+    if kibana_only:
+        _setup_kibana(ctx, kibana_objects, dry_run)
+        return
     try:
         settings = ctx.settings
         client, caps = _client_and_capabilities(settings)
@@ -158,6 +186,17 @@ def setup(ctx: Context, dry_run: bool) -> None:
         click.echo(f"{len(changed)} of {len(changes)} assets would change (dry run: nothing changed)")
     else:
         click.echo(f"{len(changed)} of {len(changes)} assets changed")
+    if kibana or kibana_objects is not None:
+        _setup_kibana(ctx, kibana_objects, dry_run)
+
+
+def _setup_kibana(ctx: Context, objects: Path | None, dry_run: bool) -> None:
+    from shipper.kibana.setup import import_saved_objects
+
+    try:
+        import_saved_objects(ctx.settings, objects, dry_run, click.echo)
+    except ShipperError as exc:
+        _fail(exc)
 
 
 def _engine(settings: Settings, progress: bool) -> Any:
@@ -267,6 +306,10 @@ from shipper.webhook.cli import reconcile, serve  # noqa: E402
 
 main_group.add_command(serve)
 main_group.add_command(reconcile)
+
+from shipper.compare_cli import compare  # noqa: E402
+
+main_group.add_command(compare)
 
 
 def main() -> None:

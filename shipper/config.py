@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +30,8 @@ ENV_PREFIX = "SHIPPER_"
 # Variables with this prefix belong to scripts/stack, not to the shipper.
 _FOREIGN_PREFIXES = ("SHIPPER_STACK_",)
 CONFIG_FILE_ENV = "SHIPPER_CONFIG_FILE"
+# What Kibana accepts as a space id (lower case, digits, `_`, `-`).
+_SPACE_ID = re.compile(r"[a-z0-9_-]+")
 
 
 def split_csv(text: str) -> list[str]:
@@ -75,7 +78,37 @@ class Settings(BaseSettings):
     elasticsearch_request_timeout: float = Field(default=60.0, gt=0, description="Seconds per request.")
 
     # --- Kibana --------------------------------------------------------------------------------
-    kibana_url: str | None = Field(default=None, description="Kibana URL, for importing saved objects.")
+    kibana_url: str | None = Field(
+        default=None,
+        description="Kibana URL (with its base path, if any), for `shipper setup --kibana` and "
+        "`shipper check`.",
+    )
+    kibana_space: str | None = Field(
+        default=None,
+        description="Kibana space id to import the saved objects into. Empty: the default space.",
+    )
+    kibana_api_key: SecretStr | None = Field(
+        default=None,
+        description="Kibana API key (the encoded form, or id:key). When no Kibana credentials are set, "
+        "the Elasticsearch ones (API key, user and password, or bearer token) are used, as one Elastic "
+        "Stack login usually works for both.",
+    )
+    kibana_username: str | None = Field(
+        default=None, description="Kibana basic-auth user (falls back to the Elasticsearch credentials)."
+    )
+    kibana_password: SecretStr | None = Field(default=None, description="Kibana basic-auth password.")
+    kibana_ca_certs: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed Kibana's certificate (not taken from the "
+        "Elasticsearch settings). Empty: the system's trusted CAs.",
+    )
+    kibana_verify_certs: bool = Field(
+        default=True,
+        description="Verify Kibana's TLS certificate. Turn off only for a throwaway test setup.",
+    )
+    kibana_request_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds per Kibana request (an import can take a while)."
+    )
 
     # --- Webhook -------------------------------------------------------------------------------
     webhook_secret: SecretStr | None = Field(
@@ -270,6 +303,7 @@ class Settings(BaseSettings):
                 f"SHIPPER_ELASTICSEARCH_CA_CERTS={self.elasticsearch_ca_certs} is not a readable file; "
                 "point it at the PEM file of the CA"
             )
+        self._check_kibana()
         overlap = set(self.mlflow_experiments) & set(self.mlflow_exclude_experiments)
         if overlap:
             raise ValueError(
@@ -277,6 +311,30 @@ class Settings(BaseSettings):
                 "remove them from one of SHIPPER_MLFLOW_EXPERIMENTS / SHIPPER_MLFLOW_EXCLUDE_EXPERIMENTS"
             )
         return self
+
+    def _check_kibana(self) -> None:
+        if self.kibana_url is not None and not self.kibana_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"SHIPPER_KIBANA_URL={self.kibana_url!r} is not an http(s) URL; write it as "
+                "https://host:5601 (scheme included, plus Kibana's base path if it has one)"
+            )
+        if self.kibana_api_key is not None and self.kibana_username is not None:
+            raise ValueError(
+                "SHIPPER_KIBANA_API_KEY and SHIPPER_KIBANA_USERNAME are mutually exclusive; "
+                "set only one way to log in to Kibana"
+            )
+        if (self.kibana_username is None) != (self.kibana_password is None):
+            raise ValueError("SHIPPER_KIBANA_USERNAME and SHIPPER_KIBANA_PASSWORD go together; set both")
+        if self.kibana_space is not None and not _SPACE_ID.fullmatch(self.kibana_space):
+            raise ValueError(
+                f"SHIPPER_KIBANA_SPACE={self.kibana_space!r} is not a Kibana space id; space ids are "
+                "lower-case letters, digits, '_' and '-' (the id in the space's URL /s/<id>/, not its name)"
+            )
+        if self.kibana_ca_certs is not None and not self.kibana_ca_certs.is_file():
+            raise ValueError(
+                f"SHIPPER_KIBANA_CA_CERTS={self.kibana_ca_certs} is not a readable file; "
+                "point it at the PEM file of the CA that signed Kibana's certificate"
+            )
 
     # --- Azure ML: validators and helpers ------------------------------------------------------
     @field_validator("notify_on")

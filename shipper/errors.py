@@ -35,3 +35,10 @@ class AssetConflictError(ShipperError):
 
 class WriteError(ShipperError):
     exit_code = 5
+
+
+class KibanaImportError(ShipperError):
+    """Kibana answered an import of saved objects but refused some or all of them (exit 6). The
+    message lists each object that failed, why, and the fix."""
+
+    exit_code = 6
