@@ -307,7 +307,7 @@ def _m_visualization_type(o: Objects) -> None:
 
 
 def _m_bucketed_flag(o: Objects) -> None:
-    _set_column(o, "mlops-recent-runs", "run", isBucketed=False)
+    _set_column(o, "mlops-recent-runs", "id", isBucketed=False)
 
 
 MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
