@@ -104,28 +104,6 @@ def test_the_file_realm_loaded_both_roles(node: SecureNode, users: dict[str, str
         assert body["roles"] == [name]
 
 
-def test_reader_reads_the_data_and_nothing_else(node: SecureNode, users: dict[str, str]) -> None:
-    node.request("PUT", "/mlops-models/_doc/m1?refresh=true", {"ml": {"model": {"name": "m", "version": "1"}}})
-    node.request("PUT", "/secret-hr/_doc/1?refresh=true", {"salary": 1})
-    status, body = as_user(node, users, READER, "POST", "/mlops-models/_search", {"query": {"match_all": {}}})
-    assert status == 200 and body["hits"]["total"]["value"] == 1, body
-    status, body = as_user(node, users, READER, "GET", "/mlops-models/_mapping")
-    assert status == 200, body
-    assert as_user(node, users, READER, "POST", "/secret-hr/_search", {})[0] == 403
-    assert as_user(node, users, READER, "PUT", "/mlops-models/_doc/x", {"a": 1})[0] == 403
-    assert as_user(node, users, READER, "DELETE", "/mlops-models")[0] == 403
-    assert as_user(node, users, READER, "PUT", "/_component_template/mlops-runs@custom", {"template": {}})[0] == 403
-    status, body = as_user(
-        node,
-        users,
-        READER,
-        "POST",
-        "/_security/user/_has_privileges",
-        {"index": [{"names": ["mlops-metrics-2026.11", "logs-mlops.scoring-default"], "privileges": ["read"]}]},
-    )
-    assert status == 200 and body["has_all_requested"], body
-
-
 def test_writer_runs_setup_and_sync_and_nothing_beyond(
     node: SecureNode, users: dict[str, str], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +112,7 @@ def test_writer_runs_setup_and_sync_and_nothing_beyond(
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_USERNAME", f"{WRITER}-user")
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_PASSWORD", users[WRITER])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    node.request("PUT", "/secret-hr/_doc/1?refresh=true", {"salary": 1})
     for command in (["setup"], ["setup"], ["sync"], ["check"]):
         result = CliRunner().invoke(main_group, command, catch_exceptions=False)
         assert result.exit_code == 0, (command, result.output)
@@ -158,5 +137,29 @@ def test_writer_runs_setup_and_sync_and_nothing_beyond(
                 }
             ],
         },
+    )
+    assert status == 200 and body["has_all_requested"], body
+
+
+def test_reader_reads_the_data_and_nothing_else(node: SecureNode, users: dict[str, str]) -> None:
+    """Runs after the writer's test, on what `shipper sync` wrote."""
+    node.request("POST", "/mlops-*/_refresh")
+    status, body = as_user(node, users, READER, "POST", "/mlops-runs/_search", {"query": {"match_all": {}}})
+    assert status == 200 and body["hits"]["total"]["value"] > 0, body
+    status, body = as_user(node, users, READER, "POST", "/mlops-metrics-*/_search", {"size": 0})
+    assert status == 200 and body["hits"]["total"]["value"] > 0, body
+    status, body = as_user(node, users, READER, "GET", "/mlops-models/_mapping")
+    assert status == 200, body
+    assert as_user(node, users, READER, "POST", "/secret-hr/_search", {})[0] == 403
+    assert as_user(node, users, READER, "PUT", "/mlops-runs/_doc/x", {"a": 1})[0] == 403
+    assert as_user(node, users, READER, "DELETE", "/mlops-runs")[0] == 403
+    assert as_user(node, users, READER, "PUT", "/_component_template/mlops-runs@custom", {"template": {}})[0] == 403
+    status, body = as_user(
+        node,
+        users,
+        READER,
+        "POST",
+        "/_security/user/_has_privileges",
+        {"index": [{"names": ["mlops-metrics-2026.11", "logs-mlops.scoring-default"], "privileges": ["read"]}]},
     )
     assert status == 200 and body["has_all_requested"], body
