@@ -34,7 +34,14 @@ TYPES = ("index-pattern", "lens", "visualization", "dashboard")
 
 #: Attributes that Kibana stores as JSON text, per type (dotted paths under `attributes`).
 ENCODED: dict[str, tuple[str, ...]] = {
-    "index-pattern": ("fieldFormatMap", "fields", "runtimeFieldMap", "sourceFilters", "fieldAttrs", "typeMeta"),
+    "index-pattern": (
+        "fieldFormatMap",
+        "fields",
+        "runtimeFieldMap",
+        "sourceFilters",
+        "fieldAttrs",
+        "typeMeta",
+    ),
     "lens": (),
     "visualization": ("visState", "uiStateJSON", "kibanaSavedObjectMeta.searchSourceJSON"),
     "dashboard": (
@@ -47,7 +54,16 @@ ENCODED: dict[str, tuple[str, ...]] = {
 }
 
 #: Fields an export carries that say when and where an object was saved, not what it is.
-VOLATILE = ("updated_at", "updated_by", "created_at", "created_by", "version", "namespaces", "originId", "managed")
+VOLATILE = (
+    "updated_at",
+    "updated_by",
+    "created_at",
+    "created_by",
+    "version",
+    "namespaces",
+    "originId",
+    "managed",
+)
 
 
 class BuildError(Exception):

@@ -118,7 +118,9 @@ def demo(es_url: str, mlflow_uri: str, es: Any) -> Iterator[Truth]:
             es.indices.delete(index=stale)
         shipper("setup")
         env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri)
-        done = subprocess.run([sys.executable, str(DEMO)], env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, str(DEMO)], env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         shipper("sync")
         index_golden_events(es)
@@ -145,7 +147,7 @@ def test_comparison_table_equals_the_final_metrics_logged_per_version(demo: Trut
             assert row[f"metric-{key}"] == truth["final"][key], (row["version"], key)
     assert sum(r["aliases"] == "champion" or "champion" in (r["aliases"] or []) for r in rows) == 1
     # Picking metrics in the dashboard's metric control keeps the versions that logged them.
-    picked = model_filter() + [{"match_phrase": {"mlflow.metric.key": "accuracy"}}]
+    picked = [*model_filter(), {"match_phrase": {"mlflow.metric.key": "accuracy"}}]
     assert replay(es, "mlops-model-version-table", picked) == rows
 
 
@@ -226,7 +228,9 @@ def test_run_panels_count_the_runs_mlflow_holds(demo: Truth, es: Any) -> None:
     assert got == by_status
 
     recent = replay(es, "mlops-recent-runs", experiment_filter())
-    assert sorted((r["id"], r["run"]) for r in recent) == sorted((r.info.run_id, r.info.run_name) for r in demo.runs)
+    assert sorted((r["id"], r["run"]) for r in recent) == sorted(
+        (r.info.run_id, r.info.run_name) for r in demo.runs
+    )
     durations = {run.info.run_id: run.info.end_time - run.info.start_time for run in demo.runs}
     for row in recent:
         assert row["duration"] == durations[row["id"]]
@@ -259,7 +263,7 @@ def golden_event_docs() -> list[dict[str, Any]]:
 def index_golden_events(es: Any) -> None:
     from elasticsearch.helpers import bulk
 
-    ok, errors = bulk(es, golden_event_docs(), refresh=True, raise_on_error=False)
+    _, errors = bulk(es, golden_event_docs(), refresh=True, raise_on_error=False)
     assert not errors, errors
 
 
@@ -303,8 +307,16 @@ def _line(ts: str, logger: str, level: str = "info", **fields: Any) -> dict[str,
     return doc
 
 
-def _request(ts: str, logger: str, method: str, path: str, status: int, version: str, ms: float | None = None) -> dict[str, Any]:
-    kind = "health" if path.rstrip("/") in ("", "/health", "/liveness", "/readiness") else "score" if path == "/score" else "other"
+def _request(
+    ts: str, logger: str, method: str, path: str, status: int, version: str, ms: float | None = None
+) -> dict[str, Any]:
+    kind = (
+        "health"
+        if path.rstrip("/") in ("", "/health", "/liveness", "/readiness")
+        else "score"
+        if path == "/score"
+        else "other"
+    )
     extra: dict[str, Any] = {}
     if ms is not None:
         extra["event.duration"] = round(ms * 1_000_000)
@@ -341,7 +353,13 @@ def scoring_docs() -> list[dict[str, Any]]:
         _request("2024-05-02T10:11:13.001Z", "azmlinfsrv", "GET", "/", 200, v2, 0.112),
         _request("2024-05-02T10:11:13.502Z", "azmlinfsrv", "GET", "/health", 200, v2, 0.098),
         _request("2024-05-02T10:11:15.250Z", "azmlinfsrv", "POST", "/score", 200, v2, 1520.5),
-        _line("2024-05-02T10:11:15.253Z", "azmlinfsrv", "critical", version=v2, message="Invalid config file!: missing key"),
+        _line(
+            "2024-05-02T10:11:15.253Z",
+            "azmlinfsrv",
+            "critical",
+            version=v2,
+            message="Invalid config file!: missing key",
+        ),
         _line(
             "2026-11-22T03:06:14.325Z",
             "azmlinfsrv",
@@ -350,7 +368,9 @@ def scoring_docs() -> list[dict[str, Any]]:
             **{
                 "error.type": "ValueError",
                 "error.message": "bad input",
-                "error.stack_trace": "Traceback (most recent call last):\n  File \"score.py\", line 9\nValueError: bad input",
+                "error.stack_trace": (
+                    'Traceback (most recent call last):\n  File "score.py", line 9\nValueError: bad input'
+                ),
             },
         ),
     ]
@@ -389,7 +409,9 @@ def test_scoring_latency_and_errors(demo: Truth, es: Any) -> None:
     assert {r["time"][:10] for r in percentiles} == {"2024-05-02", "2026-11-22"}
     http = replay(es, "mlops-scoring-http-errors", date_interval="1d")
     assert sum(r["c5xx"] for r in http) == 1 and sum(r["c4xx"] for r in http) == 0
-    errors = {(r["version"], r["deployment"]): r["errors"] for r in replay(es, "mlops-scoring-errors-by-version")}
+    errors = {
+        (r["version"], r["deployment"]): r["errors"] for r in replay(es, "mlops-scoring-errors-by-version")
+    }
     # v3: the traceback line and the 500 request line; v2: the critical line
     assert errors == {("3", "__missing__"): 2, ("2", "__missing__"): 1}
     (recent,) = replay(es, "mlops-scoring-recent-errors")

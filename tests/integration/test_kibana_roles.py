@@ -61,7 +61,15 @@ def users(node: SecureNode) -> dict[str, str]:
     for name in (READER, WRITER):
         passwords[name] = secrets.token_urlsafe(18)
         done = subprocess.run(
-            [str(home / "bin" / "elasticsearch-users"), "useradd", f"{name}-user", "-p", passwords[name], "-r", name],
+            [
+                str(home / "bin" / "elasticsearch-users"),
+                "useradd",
+                f"{name}-user",
+                "-p",
+                passwords[name],
+                "-r",
+                name,
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -82,7 +90,9 @@ def users(node: SecureNode) -> dict[str, str]:
     return passwords
 
 
-def as_user(node: SecureNode, users: dict[str, str], name: str, method: str, path: str, body: Any = None) -> tuple[int | None, Any]:
+def as_user(
+    node: SecureNode, users: dict[str, str], name: str, method: str, path: str, body: Any = None
+) -> tuple[int | None, Any]:
     return node.request(method, path, body, authorization=basic_header(f"{name}-user", users[name]))
 
 
@@ -132,7 +142,12 @@ def test_writer_runs_setup_and_sync_and_nothing_beyond(
             "cluster": ["manage_index_templates", "manage_ilm", "manage_pipeline", "monitor"],
             "index": [
                 {
-                    "names": ["mlops-metrics-2020.01", "mlops-runs", "mlops-dead-letter", "mlops-shipper-state"],
+                    "names": [
+                        "mlops-metrics-2020.01",
+                        "mlops-runs",
+                        "mlops-dead-letter",
+                        "mlops-shipper-state",
+                    ],
                     "privileges": ["create_index", "delete_index", "index", "indices:admin/mapping/put"],
                 }
             ],
@@ -153,13 +168,20 @@ def test_reader_reads_the_data_and_nothing_else(node: SecureNode, users: dict[st
     assert as_user(node, users, READER, "POST", "/secret-hr/_search", {})[0] == 403
     assert as_user(node, users, READER, "PUT", "/mlops-runs/_doc/x", {"a": 1})[0] == 403
     assert as_user(node, users, READER, "DELETE", "/mlops-runs")[0] == 403
-    assert as_user(node, users, READER, "PUT", "/_component_template/mlops-runs@custom", {"template": {}})[0] == 403
+    assert (
+        as_user(node, users, READER, "PUT", "/_component_template/mlops-runs@custom", {"template": {}})[0]
+        == 403
+    )
     status, body = as_user(
         node,
         users,
         READER,
         "POST",
         "/_security/user/_has_privileges",
-        {"index": [{"names": ["mlops-metrics-2026.11", "logs-mlops.scoring-default"], "privileges": ["read"]}]},
+        {
+            "index": [
+                {"names": ["mlops-metrics-2026.11", "logs-mlops.scoring-default"], "privileges": ["read"]}
+            ]
+        },
     )
     assert status == 200 and body["has_all_requested"], body

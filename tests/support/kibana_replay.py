@@ -5,9 +5,9 @@ form-based layer, translated into one search whose answer is read back as the pa
 What Lens does is followed for the operations our panels use: terms (ordered alphabetically, by a
 custom aggregation or by a column; a second field splits further), date_histogram, histogram
 ranges, count, min, max, average, sum, percentile, unique_count, last_value (newest document by the
-sort field, as Lens' top_hits, read from doc values) and formula/math (computed from their parts, as Lens does after the
-search). The test Elasticsearch is the minimal distribution, so `multi_terms` (x-pack) is replayed
-as nested terms, which yields the same rows.
+sort field, as Lens' top_hits, read from doc values) and formula/math (computed from their
+parts, as Lens does after the search). The test Elasticsearch is the minimal distribution, so
+`multi_terms` (x-pack) is replayed as nested terms, which yields the same rows.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def _metric_agg(column: dict[str, Any]) -> dict[str, Any] | None:
     raise ValueError(f"operation {op!r} is not replayed")
 
 
-def _bucket_agg(column: dict[str, Any], columns: dict[str, dict[str, Any]], date_interval: str) -> list[dict[str, Any]]:
+def _bucket_agg(
+    column: dict[str, Any], columns: dict[str, dict[str, Any]], date_interval: str
+) -> list[dict[str, Any]]:
     """The aggregation(s) of one bucket column (two nested ones for terms with a second field)."""
     op, source, params = column["operationType"], column.get("sourceField"), column.get("params", {})
     if op == "date_histogram":
@@ -109,7 +111,9 @@ def _bucket_agg(column: dict[str, Any], columns: dict[str, dict[str, Any]], date
         terms["missing"] = "__missing__"
     aggs = [{"terms": terms, "aggs": sub}]
     for extra in params.get("secondaryFields", []):
-        aggs.append({"terms": {"field": extra, "size": params.get("size", 10), "order": {"_key": "asc"}}, "aggs": {}})
+        aggs.append(
+            {"terms": {"field": extra, "size": params.get("size", 10), "order": {"_key": "asc"}}, "aggs": {}}
+        )
     return aggs
 
 

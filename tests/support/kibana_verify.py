@@ -14,7 +14,7 @@ per violation, naming the object, the rule and what is wrong.
 | K05 | every reference resolves to an object in the set (type and id) |
 | K06 | every dashboard panel's `panelRefName` (and every control) has its reference |
 | K07 | every Lens layer has its data-view reference `indexpattern-datasource-layer-<layerId>` |
-| K08 | every field a panel or control uses exists in its data view's mappings (as `shipper setup` installs them) |
+| K08 | every field a panel or control uses is in its data view's mappings (as `shipper setup` installs) |
 | K09 | a field a panel aggregates on is aggregatable, of the type the operation needs |
 | K10 | chart accessors, column order and column references name real columns of the right kind |
 | K11 | panels fit the 48-column grid and do not overlap |
@@ -77,7 +77,17 @@ AGGREGATABLE_TYPES = {
     "ip",
     "flattened",
 }
-NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float", "unsigned_long"}
+NUMERIC = {
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "double",
+    "float",
+    "half_float",
+    "scaled_float",
+    "unsigned_long",
+}
 DATES = {"date", "date_nanos"}
 
 # Lens form-based operations: what field type each needs (None: no field).
@@ -217,12 +227,22 @@ class _Checker:
         title = view["attributes"].get("title")
         index = self.mappings.get(title) if isinstance(title, str) else None
         if index is None:
-            self.add("K08", where, f"data view {dv_id!r} has index pattern {title!r}, which `shipper setup` maps nowhere")
+            self.add(
+                "K08",
+                where,
+                f"data view {dv_id!r} has index pattern {title!r}, which `shipper setup` maps nowhere",
+            )
             return None
         return title, index
 
     def check_field(
-        self, index: FieldIndex, field: Any, where: str, *, need: set[str] | None = None, aggregate: bool = True
+        self,
+        index: FieldIndex,
+        field: Any,
+        where: str,
+        *,
+        need: set[str] | None = None,
+        aggregate: bool = True,
     ) -> None:
         if not isinstance(field, str) or not field:
             self.add("K08", where, f"field name {field!r} is not a string")
@@ -237,7 +257,11 @@ class _Checker:
             self.add("K09", where, f"field {field!r} is {info.type}; this needs one of {sorted(need)}")
 
     def check_kql(self, index: FieldIndex, query: Any, where: str) -> None:
-        if not isinstance(query, dict) or query.get("language") != "kuery" or not isinstance(query.get("query"), str):
+        if (
+            not isinstance(query, dict)
+            or query.get("language") != "kuery"
+            or not isinstance(query.get("query"), str)
+        ):
             self.add("K14", where, f"query must be {{'language': 'kuery', 'query': str}}, got {query!r}")
             return
         try:
@@ -253,17 +277,23 @@ class _Checker:
         where = f"{key[0]}/{key[1]}"
         by_name: dict[str, dict[str, Any]] = {}
         for ref in obj.get("references", []):
-            if not isinstance(ref, dict) or not all(isinstance(ref.get(k), str) for k in ("type", "id", "name")):
+            if not isinstance(ref, dict) or not all(
+                isinstance(ref.get(k), str) for k in ("type", "id", "name")
+            ):
                 self.add("K05", where, f"reference {ref!r} needs string type, id and name")
                 continue
             if ref["name"] in by_name:
                 self.add("K05", where, f"reference name {ref['name']!r} is used twice")
             by_name[ref["name"]] = ref
             if (ref["type"], ref["id"]) not in self.objects:
-                self.add("K05", where, f"reference {ref['name']!r} -> {ref['type']}/{ref['id']} is not in the set")
+                self.add(
+                    "K05", where, f"reference {ref['name']!r} -> {ref['type']}/{ref['id']} is not in the set"
+                )
         return by_name
 
-    def check_lens(self, key: tuple[str, str], attributes: dict[str, Any], refs: dict[str, dict[str, Any]]) -> None:
+    def check_lens(
+        self, key: tuple[str, str], attributes: dict[str, Any], refs: dict[str, dict[str, Any]]
+    ) -> None:
         where = f"lens/{key[1]}"
         state = attributes.get("state")
         if not isinstance(attributes.get("title"), str) or not isinstance(state, dict):
@@ -271,7 +301,9 @@ class _Checker:
             return
         vis_type = attributes.get("visualizationType")
         if vis_type not in VISUALIZATION_TYPES:
-            self.add("K14", where, f"visualizationType {vis_type!r} is not one of {sorted(VISUALIZATION_TYPES)}")
+            self.add(
+                "K14", where, f"visualizationType {vis_type!r} is not one of {sorted(VISUALIZATION_TYPES)}"
+            )
         layers = state.get("datasourceStates", {}).get("formBased", {}).get("layers")
         if not isinstance(layers, dict) or not layers:
             self.add("K14", where, "state.datasourceStates.formBased.layers is missing or empty")
@@ -281,7 +313,11 @@ class _Checker:
             lwhere = f"{where} layer {layer_id}"
             ref = refs.get(f"indexpattern-datasource-layer-{layer_id}")
             if ref is None or ref["type"] != "index-pattern":
-                self.add("K07", lwhere, f"no index-pattern reference named indexpattern-datasource-layer-{layer_id}")
+                self.add(
+                    "K07",
+                    lwhere,
+                    f"no index-pattern reference named indexpattern-datasource-layer-{layer_id}",
+                )
                 continue
             resolved = self.data_view_fields(ref["id"], lwhere)
             columns = layer.get("columns")
@@ -291,7 +327,9 @@ class _Checker:
             all_columns[layer_id] = columns
             order = layer.get("columnOrder")
             if not isinstance(order, list) or sorted(order) != sorted(columns):
-                self.add("K10", lwhere, f"columnOrder {order!r} must list exactly the columns {sorted(columns)}")
+                self.add(
+                    "K10", lwhere, f"columnOrder {order!r} must list exactly the columns {sorted(columns)}"
+                )
             if resolved is not None:
                 self.check_kql(resolved[1], state.get("query"), where)
             for column_id, column in columns.items():
@@ -338,14 +376,21 @@ class _Checker:
                 self.check_field(index, extra, cwhere + " secondaryFields", need=FIELD_OPERATIONS["terms"])
             order = params.get("orderBy", {})
             if order.get("type") == "column" and order.get("columnId") not in columns:
-                self.add("K10", cwhere, f"orderBy names column {order.get('columnId')!r}, which the layer does not have")
+                self.add(
+                    "K10",
+                    cwhere,
+                    f"orderBy names column {order.get('columnId')!r}, which the layer does not have",
+                )
             if order.get("type") == "custom":
                 agg = params.get("orderAgg")
                 if not isinstance(agg, dict) or agg.get("operationType") not in FIELD_OPERATIONS:
                     self.add("K14", cwhere, "orderBy custom needs an orderAgg with a field operation")
                 elif FIELD_OPERATIONS[agg["operationType"]] is not None:
                     self.check_field(
-                        index, agg.get("sourceField"), cwhere + " orderAgg", need=FIELD_OPERATIONS[agg["operationType"]]
+                        index,
+                        agg.get("sourceField"),
+                        cwhere + " orderAgg",
+                        need=FIELD_OPERATIONS[agg["operationType"]],
                     )
         if "filter" in column:
             self.check_kql(index, column["filter"], cwhere + " filter")
@@ -410,14 +455,18 @@ class _Checker:
         if "vega" not in schema:
             self.add("K13", where, f"$schema {schema!r} names neither Vega nor Vega-Lite")
         titles = {
-            o["attributes"].get("title"): o["id"] for (t, _), o in self.objects.items() if t == "index-pattern"
+            o["attributes"].get("title"): o["id"]
+            for (t, _), o in self.objects.items()
+            if t == "index-pattern"
         }
         for url in _vega_urls(spec):
             if not isinstance(url, dict):
                 continue  # an inline or external URL: not a query of ours
             index_name = url.get("index")
             if index_name not in titles:
-                self.add("K13", where, f"data.url.index {index_name!r} is not the title of a data view in the set")
+                self.add(
+                    "K13", where, f"data.url.index {index_name!r} is not the title of a data view in the set"
+                )
                 continue
             fields = self.mappings.get(index_name)
             body = url.get("body", {})
@@ -431,12 +480,18 @@ class _Checker:
                 if fields is not None:
                     self.check_field(fields, timefield, where + " %timefield%", need=DATES)
             if context is not True and not (isinstance(body, dict) and "query" in body):
-                self.add("K13", where, "data.url has neither %context%: true nor a query: the dashboard would not filter it")
+                self.add(
+                    "K13",
+                    where,
+                    "data.url has neither %context%: true nor a query: the dashboard would not filter it",
+                )
             if fields is not None:
                 for field in _agg_fields(body.get("aggs", {}) if isinstance(body, dict) else {}):
                     self.check_field(fields, field, where + " aggs")
 
-    def check_dashboard(self, key: tuple[str, str], attributes: dict[str, Any], refs: dict[str, dict[str, Any]]) -> None:
+    def check_dashboard(
+        self, key: tuple[str, str], attributes: dict[str, Any], refs: dict[str, dict[str, Any]]
+    ) -> None:
         where = f"dashboard/{key[1]}"
         panels = attributes.get("panelsJSON")
         if not isinstance(panels, list):
@@ -452,26 +507,43 @@ class _Checker:
                 continue
             numbers = [grid.get(k) for k in ("x", "y", "w", "h")]
             if not all(isinstance(n, int) for n in numbers) or grid.get("i") != pid:
-                self.add("K11", pwhere, f"gridData needs integer x, y, w, h and i == panelIndex, got {grid!r}")
+                self.add(
+                    "K11", pwhere, f"gridData needs integer x, y, w, h and i == panelIndex, got {grid!r}"
+                )
                 continue
             x, y, w, h = numbers
             if x < 0 or y < 0 or w < 1 or h < 1 or x + w > GRID_COLUMNS:
-                self.add("K11", pwhere, f"x={x} w={w} does not fit the {GRID_COLUMNS}-column grid (or y/h < 0)")
+                self.add(
+                    "K11", pwhere, f"x={x} w={w} does not fit the {GRID_COLUMNS}-column grid (or y/h < 0)"
+                )
             for other, box in seen.items():
-                if x < box["x"] + box["w"] and box["x"] < x + w and y < box["y"] + box["h"] and box["y"] < y + h:
+                if (
+                    x < box["x"] + box["w"]
+                    and box["x"] < x + w
+                    and y < box["y"] + box["h"]
+                    and box["y"] < y + h
+                ):
                     self.add("K11", pwhere, f"overlaps panel {other}")
             seen[pid] = {"x": x, "y": y, "w": w, "h": h}
             ref_name = panel.get("panelRefName")
             if ref_name is not None:
                 ref = refs.get(f"{pid}:{ref_name}")
                 if ref is None:
-                    self.add("K06", pwhere, f"panelRefName {ref_name!r} has no reference named {pid}:{ref_name}")
+                    self.add(
+                        "K06", pwhere, f"panelRefName {ref_name!r} has no reference named {pid}:{ref_name}"
+                    )
                 elif ref["type"] != panel.get("type"):
-                    self.add("K06", pwhere, f"panel type {panel.get('type')!r} but its reference is a {ref['type']}")
+                    self.add(
+                        "K06",
+                        pwhere,
+                        f"panel type {panel.get('type')!r} but its reference is a {ref['type']}",
+                    )
             elif "savedVis" not in panel.get("embeddableConfig", {}) and "attributes" not in panel.get(
                 "embeddableConfig", {}
             ):
-                self.add("K06", pwhere, "a panel needs a panelRefName (by reference) or its saved state (by value)")
+                self.add(
+                    "K06", pwhere, "a panel needs a panelRefName (by reference) or its saved state (by value)"
+                )
         controls = attributes.get("controlGroupInput", {}).get("panelsJSON", {})
         if not isinstance(controls, dict):
             self.add("K04", where, "controlGroupInput.panelsJSON must decode to an object")
@@ -546,17 +618,28 @@ def verify(text: str, mappings: dict[str, FieldIndex] | None = None) -> list[Pro
         else:
             type_version = _version_tuple(obj["typeMigrationVersion"])
             if type_version is None or type_version > _version_tuple(pin):  # type: ignore[operator]
-                checker.add("K03", where, f"typeMigrationVersion {obj['typeMigrationVersion']!r} is newer than 9.5's {pin}")
+                checker.add(
+                    "K03",
+                    where,
+                    f"typeMigrationVersion {obj['typeMigrationVersion']!r} is newer than 9.5's {pin}",
+                )
         core = _version_tuple(obj["coreMigrationVersion"])
         if core is None or core > _version_tuple(CORE_MIGRATION_VERSION):  # type: ignore[operator]
-            checker.add("K03", where, f"coreMigrationVersion {obj['coreMigrationVersion']!r} is newer than {CORE_MIGRATION_VERSION}")
+            checker.add(
+                "K03",
+                where,
+                f"coreMigrationVersion {obj['coreMigrationVersion']!r} is newer than "
+                f"{CORE_MIGRATION_VERSION}",
+            )
         decoded = json.loads(json.dumps(obj))
         for dotted in JSON_STRINGS.get(obj["type"], ()):
             present, value = _lookup(obj["attributes"], dotted)
             if not present:
                 continue
             if not isinstance(value, str):
-                checker.add("K04", where, f"attributes.{dotted} must be JSON text, got {type(value).__name__}")
+                checker.add(
+                    "K04", where, f"attributes.{dotted} must be JSON text, got {type(value).__name__}"
+                )
                 continue
             try:
                 parsed = json.loads(value)

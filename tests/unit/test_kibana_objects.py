@@ -191,12 +191,16 @@ def _m_panel_ref_name(o: Objects) -> None:
 
 def _m_control_reference(o: Objects) -> None:
     find(o, "dashboard", "mlops-model-version-comparison")["references"] = [
-        r for r in find(o, "dashboard", "mlops-model-version-comparison")["references"] if "control-model" not in r["name"]
+        r
+        for r in find(o, "dashboard", "mlops-model-version-comparison")["references"]
+        if "control-model" not in r["name"]
     ]
 
 
 def _m_layer_reference(o: Objects) -> None:
-    find(o, "lens", "mlops-failed-runs")["references"][0]["name"] = "indexpattern-datasource-current-indexpattern"
+    find(o, "lens", "mlops-failed-runs")["references"][0]["name"] = (
+        "indexpattern-datasource-current-indexpattern"
+    )
 
 
 def _m_unknown_field(o: Objects) -> None:
@@ -212,7 +216,9 @@ def _m_unknown_control_field(o: Objects) -> None:
 
 
 def _m_unknown_query_field(o: Objects) -> None:
-    find(o, "lens", "mlops-failed-runs")["attributes"]["state"]["query"]["query"] = 'mlflow.run.state : "FAILED"'
+    find(o, "lens", "mlops-failed-runs")["attributes"]["state"]["query"]["query"] = (
+        'mlflow.run.state : "FAILED"'
+    )
 
 
 def _m_text_field_terms(o: Objects) -> None:
@@ -242,7 +248,9 @@ def _m_accessor_is_bucket(o: Objects) -> None:
 
 
 def _m_column_order(o: Objects) -> None:
-    layers = find(o, "lens", "mlops-recent-runs")["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]
+    layers = find(o, "lens", "mlops-recent-runs")["attributes"]["state"]["datasourceStates"]["formBased"][
+        "layers"
+    ]
     layers["layer1"]["columnOrder"].pop()
 
 
@@ -284,7 +292,12 @@ def _m_vega_no_context(o: Objects) -> None:
 
 
 def _m_vega_agg_field(o: Objects) -> None:
-    _vega(o, lambda spec: spec["data"]["url"]["body"]["aggs"]["versions"]["terms"].update(field="ml.model.versoin"))
+    _vega(
+        o,
+        lambda spec: spec["data"]["url"]["body"]["aggs"]["versions"]["terms"].update(
+            field="ml.model.versoin"
+        ),
+    )
 
 
 def _m_vega_not_json(o: Objects) -> None:
@@ -299,7 +312,9 @@ def _m_unknown_operation(o: Objects) -> None:
 
 
 def _m_bad_kql(o: Objects) -> None:
-    find(o, "lens", "mlops-failed-runs")["attributes"]["state"]["query"]["query"] = 'mlflow.run.status : ("FAILED"'
+    find(o, "lens", "mlops-failed-runs")["attributes"]["state"]["query"]["query"] = (
+        'mlflow.run.status : ("FAILED"'
+    )
 
 
 def _m_visualization_type(o: Objects) -> None:
@@ -322,7 +337,12 @@ MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
     ("dashboard panel's object missing", _m_missing_panel_object, "K05", "lens/mlops-drift-events"),
     ("panelRefName without reference", _m_panel_ref_name, "K06", "panel_elsewhere"),
     ("control without reference", _m_control_reference, "K06", "control-model"),
-    ("Lens layer without data-view reference", _m_layer_reference, "K07", "indexpattern-datasource-layer-layer1"),
+    (
+        "Lens layer without data-view reference",
+        _m_layer_reference,
+        "K07",
+        "indexpattern-datasource-layer-layer1",
+    ),
     ("column field not in mappings", _m_unknown_field, "K08", "ml.model.stgae"),
     ("control field not in mappings", _m_unknown_control_field, "K08", "ml.model.nmae"),
     ("query field not in mappings", _m_unknown_query_field, "K08", "mlflow.run.state"),
@@ -351,8 +371,12 @@ MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "code", "needle"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS])
-def test_the_verifier_catches_each_broken_fixture(mutate: Callable[[Objects], Any], code: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "code", "needle"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS]
+)
+def test_the_verifier_catches_each_broken_fixture(
+    mutate: Callable[[Objects], Any], code: str, needle: str
+) -> None:
     objects = built()
     result = mutate(objects)
     problems = verify(result if isinstance(result, str) else text(objects))
@@ -370,7 +394,12 @@ def test_every_rule_has_a_broken_fixture() -> None:
 
 def test_kql_becomes_the_query_kibana_sends() -> None:
     assert kql.to_query('a : "x" and not b : "gunicorn.access"') == {
-        "bool": {"filter": [{"match_phrase": {"a": "x"}}, {"bool": {"must_not": [{"match_phrase": {"b": "gunicorn.access"}}]}}]}
+        "bool": {
+            "filter": [
+                {"match_phrase": {"a": "x"}},
+                {"bool": {"must_not": [{"match_phrase": {"b": "gunicorn.access"}}]}},
+            ]
+        }
     }
     assert kql.to_query("s >= 400 and s < 500 or e : *") == {
         "bool": {
@@ -382,7 +411,10 @@ def test_kql_becomes_the_query_kibana_sends() -> None:
         }
     }
     assert kql.to_query('k : ("a" or b)') == {
-        "bool": {"should": [{"match_phrase": {"k": "a"}}, {"match_phrase": {"k": "b"}}], "minimum_should_match": 1}
+        "bool": {
+            "should": [{"match_phrase": {"k": "a"}}, {"match_phrase": {"k": "b"}}],
+            "minimum_should_match": 1,
+        }
     }
     assert kql.to_query("") == {"match_all": {}}
     with pytest.raises(kql.KqlError, match="wildcards"):
