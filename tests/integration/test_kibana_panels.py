@@ -236,6 +236,9 @@ def test_run_panels_count_the_runs_mlflow_holds(demo: Truth, es: Any) -> None:
         assert row["duration"] == durations[row["id"]]
         assert row["status"] == "FINISHED"
 
+    (failed,) = replay(es, "mlops-failed-run-count", experiment_filter())
+    assert (failed["failed"], failed["runs"]) == (by_status.get("FAILED", 0), len(demo.runs))
+
     mean = replay(es, "mlops-run-duration-by-experiment", experiment_filter())
     assert len(mean) == 1 and mean[0]["compute"] == "__missing__"
     assert mean[0]["duration"] == pytest.approx(sum(durations.values()) / len(durations))
@@ -398,6 +401,8 @@ def test_scoring_requests_are_counted_once(demo: Truth, es: Any) -> None:
     assert sum(r["requests"] for r in by_version) == 4
     usage = replay(es, "mlops-model-usage-over-time")
     assert sum(r["requests"] for r in usage) == 4
+    (kpi,) = replay(es, "mlops-scoring-error-rate")
+    assert (kpi["requests"], kpi["rate"]) == (4, 0.25)
 
 
 def test_scoring_latency_and_errors(demo: Truth, es: Any) -> None:
@@ -423,6 +428,8 @@ def test_registered_models_panel(demo: Truth, es: Any) -> None:
     rows = {r["model"]: r for r in replay(es, "mlops-registered-models")}
     assert rows[MODEL]["versions"] == len(demo.versions)
     assert rows[MODEL]["newest"] == max(int(v) for v in demo.versions)
+    (kpi,) = replay(es, "mlops-registered-version-count", model_filter())
+    assert (kpi["versions"], kpi["models"]) == (len(demo.versions), 1)
 
 
 def test_every_lens_panel_is_replayed_here() -> None:

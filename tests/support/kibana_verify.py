@@ -11,7 +11,7 @@ per violation, naming the object, the rule and what is wrong.
 | K02 | `id`, `type`, `attributes`, `references`, `coreMigrationVersion`, `typeMigrationVersion` present |
 | K03 | the type is one Kibana 9.5 knows and no version is newer than 9.5's (PINS) |
 | K04 | every JSON string field is a string that parses |
-| K05 | every reference resolves to an object in the set (type and id) |
+| K05 | every reference (and every markdown link to a dashboard) resolves to an object in the set |
 | K06 | every dashboard panel's `panelRefName` (and every control) has its reference |
 | K07 | every Lens layer has its data-view reference `indexpattern-datasource-layer-<layerId>` |
 | K08 | every field a panel or control uses is in its data view's mappings (as `shipper setup` installs) |
@@ -19,7 +19,8 @@ per violation, naming the object, the rule and what is wrong.
 | K10 | chart accessors, column order and column references name real columns of the right kind |
 | K11 | panels fit the 48-column grid and do not overlap |
 | K12 | no duplicate ids |
-| K13 | Vega specs parse, name a data view's index, and use `%context%` / `%timefield%` as Kibana does |
+| K13 | Vega specs parse, name a data view's index, use `%context%`/`%timefield%` as Kibana does |
+|     | and read (`format.property`) an aggregation their body defines |
 | K14 | Lens state is well formed (known operations, layers, visualization type, queries that parse) |
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -488,6 +490,14 @@ class _Checker:
             if fields is not None:
                 for field in _agg_fields(body.get("aggs", {}) if isinstance(body, dict) else {}):
                     self.check_field(fields, field, where + " aggs")
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        prop = data.get("format", {}).get("property", "")
+        parts = prop.split(".") if isinstance(prop, str) else []
+        if parts[:1] == ["aggregations"]:
+            url = data.get("url", {})
+            aggs = url.get("body", {}).get("aggs", {}) if isinstance(url, dict) else {}
+            if len(parts) < 2 or parts[1] not in aggs:
+                self.add("K13", where, f"format.property {prop!r} names no aggregation of the body")
 
     def check_dashboard(
         self, key: tuple[str, str], attributes: dict[str, Any], refs: dict[str, dict[str, Any]]
@@ -544,6 +554,14 @@ class _Checker:
                 self.add(
                     "K06", pwhere, "a panel needs a panelRefName (by reference) or its saved state (by value)"
                 )
+            markdown = panel.get("embeddableConfig", {}).get("savedVis", {}).get("params", {}).get("markdown")
+            for target in re.findall(
+                r"\]\(#/view/([^)\s]+)\)", markdown if isinstance(markdown, str) else ""
+            ):
+                if ("dashboard", target) not in self.objects:
+                    self.add(
+                        "K05", pwhere, f"markdown links to dashboard {target!r}, which is not in the set"
+                    )
         controls = attributes.get("controlGroupInput", {}).get("panelsJSON", {})
         if not isinstance(controls, dict):
             self.add("K04", where, "controlGroupInput.panelsJSON must decode to an object")

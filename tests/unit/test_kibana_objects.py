@@ -307,6 +307,19 @@ def _m_vega_not_json(o: Objects) -> None:
     obj["attributes"]["visState"] = json.dumps(vis)
 
 
+def _m_vega_property(o: Objects) -> None:
+    _vega(o, lambda spec: spec["data"]["format"].update(property="aggregations.version.buckets"))
+
+
+def _m_markdown_link(o: Objects) -> None:
+    def change(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        params = panels[0]["embeddableConfig"]["savedVis"]["params"]
+        params["markdown"] = params["markdown"].replace("#/view/mlops-training-runs", "#/view/mlops-training")
+        return panels
+
+    _dashboard(o, "mlops-home-qa", "panelsJSON", change)
+
+
 def _m_unknown_operation(o: Objects) -> None:
     _set_column(o, "mlops-recent-runs", "duration", operationType="maximum")
 
@@ -364,6 +377,8 @@ MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
     ("Vega without %context% or query", _m_vega_no_context, "K13", "neither %context%"),
     ("Vega aggregation on a missing field", _m_vega_agg_field, "K08", "ml.model.versoin"),
     ("Vega spec not JSON", _m_vega_not_json, "K13", "does not parse"),
+    ("Vega reads an aggregation the body lacks", _m_vega_property, "K13", "aggregations.version.buckets"),
+    ("markdown links to a missing dashboard", _m_markdown_link, "K05", "'mlops-training'"),
     ("unknown Lens operation", _m_unknown_operation, "K14", "maximum"),
     ("KQL does not parse", _m_bad_kql, "K14", "expected"),
     ("unknown visualization type", _m_visualization_type, "K14", "lnsTable"),
