@@ -14,7 +14,7 @@ per violation, naming the object, the rule and what is wrong.
 | K05 | every reference (and every markdown link to a dashboard) resolves to an object in the set |
 | K06 | every dashboard panel's `panelRefName` (and every control) has its reference |
 | K07 | every Lens layer has its data-view reference `indexpattern-datasource-layer-<layerId>` |
-| K08 | every field a panel or control uses is in its data view's mappings (as `shipper setup` installs) |
+| K08 | every field a panel, control or data view format uses is in the mappings `shipper setup` installs |
 | K09 | a field a panel aggregates on is aggregatable, of the type the operation needs |
 | K10 | chart accessors, column order and column references name real columns of the right kind |
 | K11 | panels fit the 48-column grid and do not overlap |
@@ -275,6 +275,21 @@ class _Checker:
             self.check_field(index, name, where + " query", aggregate=False)
 
     # -- per type --------------------------------------------------------------------------------
+    def check_data_view(self, key: tuple[str, str], attributes: dict[str, Any]) -> None:
+        where = f"index-pattern/{key[1]}"
+        resolved = self.data_view_fields(key[1], where)
+        if resolved is None:
+            return
+        index = resolved[1]
+        time_field = attributes.get("timeFieldName")
+        if time_field is not None:
+            self.check_field(index, time_field, where + " timeFieldName", need=DATES)
+        formats = attributes.get("fieldFormatMap", {})
+        for field, fmt in formats.items() if isinstance(formats, dict) else ():
+            self.check_field(index, field, where + " fieldFormatMap", aggregate=False)
+            if not isinstance(fmt, dict) or not isinstance(fmt.get("id"), str):
+                self.add("K14", where, f"fieldFormatMap[{field!r}] needs a format id")
+
     def check_references(self, key: tuple[str, str], obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
         where = f"{key[0]}/{key[1]}"
         by_name: dict[str, dict[str, Any]] = {}
@@ -677,6 +692,8 @@ def verify(text: str, mappings: dict[str, FieldIndex] | None = None) -> list[Pro
             checker.check_lens(key, attributes, refs)
         elif key[0] == "dashboard":
             checker.check_dashboard(key, attributes, refs)
+        elif key[0] == "index-pattern":
+            checker.check_data_view(key, attributes)
         elif key[0] == "visualization":
             vis = attributes.get("visState")
             if isinstance(vis, dict) and vis.get("type") == "vega":

@@ -320,6 +320,17 @@ def _m_markdown_link(o: Objects) -> None:
     _dashboard(o, "mlops-home-qa", "panelsJSON", change)
 
 
+def _m_format_field(o: Objects) -> None:
+    attributes = find(o, "index-pattern", "mlops-scoring")["attributes"]
+    formats = json.loads(attributes["fieldFormatMap"])
+    formats["event.durations"] = formats.pop("event.duration")
+    attributes["fieldFormatMap"] = json.dumps(formats)
+
+
+def _m_time_field(o: Objects) -> None:
+    find(o, "index-pattern", "mlops-runs")["attributes"]["timeFieldName"] = "mlflow.run.status"
+
+
 def _m_unknown_operation(o: Objects) -> None:
     _set_column(o, "mlops-recent-runs", "duration", operationType="maximum")
 
@@ -379,6 +390,8 @@ MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
     ("Vega spec not JSON", _m_vega_not_json, "K13", "does not parse"),
     ("Vega reads an aggregation the body lacks", _m_vega_property, "K13", "aggregations.version.buckets"),
     ("markdown links to a missing dashboard", _m_markdown_link, "K05", "'mlops-training'"),
+    ("data view formats a missing field", _m_format_field, "K08", "event.durations"),
+    ("data view time field not a date", _m_time_field, "K09", "timeFieldName"),
     ("unknown Lens operation", _m_unknown_operation, "K14", "maximum"),
     ("KQL does not parse", _m_bad_kql, "K14", "expected"),
     ("unknown visualization type", _m_visualization_type, "K14", "lnsTable"),
