@@ -8,7 +8,7 @@ per violation, naming the object, the rule and what is wrong.
 | code | rule |
 | --- | --- |
 | K01 | every line parses as one JSON object |
-| K02 | `id`, `type`, `attributes`, `references`, `coreMigrationVersion`, `typeMigrationVersion` present |
+| K02 | `id`, `type`, `attributes`, `references`, both versions present; no attribute unknown to the type |
 | K03 | the type is one Kibana 9.5 knows and no version is newer than 9.5's (PINS) |
 | K04 | every JSON string field is a string that parses |
 | K05 | every reference (and every markdown link to a dashboard) resolves to an object in the set |
@@ -43,6 +43,50 @@ PINS: dict[str, str] = {
     "lens": "10.1.0",
     "visualization": "8.5.0",
     "dashboard": "10.4.0",
+}
+
+#: The attributes each type's schema knows (visualization's `8.8.0` schema is strict: Kibana refuses
+#: an import with any other; for the others, unknown attributes are dropped or break rendering).
+ATTRIBUTES: dict[str, set[str]] = {
+    "index-pattern": {
+        "title",
+        "name",
+        "type",
+        "typeMeta",
+        "timeFieldName",
+        "sourceFilters",
+        "fields",
+        "fieldFormatMap",
+        "fieldAttrs",
+        "runtimeFieldMap",
+        "allowNoIndex",
+        "allowHidden",
+    },
+    "lens": {"title", "description", "visualizationType", "state", "uiStateJSON", "version"},
+    "visualization": {
+        "title",
+        "description",
+        "version",
+        "kibanaSavedObjectMeta",
+        "uiStateJSON",
+        "visState",
+        "savedSearchRefName",
+    },
+    "dashboard": {
+        "title",
+        "description",
+        "panelsJSON",
+        "optionsJSON",
+        "timeRestore",
+        "timeFrom",
+        "timeTo",
+        "refreshInterval",
+        "kibanaSavedObjectMeta",
+        "controlGroupInput",
+        "version",
+        "hits",
+        "sections",
+    },
 }
 
 GRID_COLUMNS = 48
@@ -656,6 +700,9 @@ def verify(text: str, mappings: dict[str, FieldIndex] | None = None) -> list[Pro
                     where,
                     f"typeMigrationVersion {obj['typeMigrationVersion']!r} is newer than 9.5's {pin}",
                 )
+        unknown = sorted(set(obj["attributes"]) - ATTRIBUTES.get(obj["type"], set(obj["attributes"])))
+        if unknown:
+            checker.add("K02", where, f"attributes {unknown} are not in the {obj['type']} schema")
         core = _version_tuple(obj["coreMigrationVersion"])
         if core is None or core > _version_tuple(CORE_MIGRATION_VERSION):  # type: ignore[operator]
             checker.add(

@@ -155,6 +155,10 @@ def _m_missing_version(o: Objects) -> None:
     del find(o, "lens", "mlops-model-version-table")["typeMigrationVersion"]
 
 
+def _m_unknown_attribute(o: Objects) -> None:
+    find(o, "visualization", "mlops-versions-parallel-coordinates")["attributes"]["savedSearchId"] = "x"
+
+
 def _m_newer_type(o: Objects) -> None:
     find(o, "lens", "mlops-model-version-table")["typeMigrationVersion"] = "10.2.0"
 
@@ -352,6 +356,7 @@ def _m_bucketed_flag(o: Objects) -> None:
 MUTATIONS: list[tuple[str, Callable[[Objects], Any], str, str]] = [
     ("line not JSON", _m_not_json, "K01", "not JSON"),
     ("typeMigrationVersion missing", _m_missing_version, "K02", "typeMigrationVersion"),
+    ("attribute the schema lacks", _m_unknown_attribute, "K02", "savedSearchId"),
     ("type version newer than 9.5", _m_newer_type, "K03", "newer than 9.5"),
     ("core version newer than 8.8.0", _m_newer_core, "K03", "coreMigrationVersion"),
     ("type unknown", _m_unknown_type, "K03", "lens-ui-telemetry"),
