@@ -51,6 +51,22 @@ def test_both_built_copies_equal_what_the_sources_build() -> None:
         )
 
 
+def test_a_stale_copy_is_named_and_a_misplaced_source_refused(tmp_path: Path) -> None:
+    good, stale = tmp_path / "good.ndjson", tmp_path / "stale.ndjson"
+    good.write_text(BUILD["build_text"](), encoding="utf-8")
+    stale.write_text(BUILD["build_text"]().replace('"mlops-models"', '"mlops-model"', 1), encoding="utf-8")
+    assert BUILD["stale_outputs"](outputs=(good, stale, tmp_path / "missing.ndjson")) == [
+        stale,
+        tmp_path / "missing.ndjson",
+    ]
+    root = tmp_path / "kibana"
+    (root / "lens").mkdir(parents=True)
+    source = REPO / "kibana" / "lens" / "mlops-drift-events.json"
+    (root / "lens" / "drift.json").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(BUILD["BuildError"], match=r"rename the file or fix the object"):
+        BUILD["build_text"](root)
+
+
 def test_sources_are_canonical_and_round_trip() -> None:
     for source in BUILD["load_sources"]():
         path = REPO / "kibana" / source["type"] / f"{source['id']}.json"
