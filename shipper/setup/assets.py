@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from shipper.setup import names
 
-ASSET_VERSION = 4
+ASSET_VERSION = 5
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -244,6 +244,8 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
             "mlflow": _obj(
                 experiment=EXPERIMENT_FIELDS,
                 run=_obj(id=KEYWORD, name=KEYWORD),
+                # the keys of `metrics` and `metrics_nonfinite`, for filtering by metric
+                metric=_obj(key=KEYWORD),
                 metrics=_free_form(),
                 metrics_nonfinite=_free_form(),
             ),

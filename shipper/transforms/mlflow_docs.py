@@ -210,6 +210,9 @@ def model_version_document(
         mlflow["metrics"] = finite
         if nonfinite:
             mlflow["metrics_nonfinite"] = nonfinite
+        # The keys as values too: a dashboard's metric filter (`mlflow.metric.key`, as on metric
+        # points) then keeps the versions that logged the metric instead of matching nothing.
+        mlflow["metric"] = {"key": sorted(finite.keys() | nonfinite.keys())}
     if experiment is not None:
         mlflow["experiment"] = {"id": experiment.id, "name": experiment.name}
     if mlflow:
