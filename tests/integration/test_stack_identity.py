@@ -39,7 +39,7 @@ class Impostor(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int) -> None:
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str, int | None]] = []  # method, path, the client's pgid
         super().__init__(("127.0.0.1", port), ImpostorHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -47,15 +47,45 @@ class Impostor(http.server.ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def writes_and_unknown(self) -> list[tuple[str, str]]:
-        return [(m, p) for m, p in self.requests if m != "GET" or not p.startswith(PROBES)]
+    def writes_and_unknown(self, pgid: int | None = None) -> list[tuple[str, str]]:
+        """Requests other than read-only health probes, from process group `pgid` (None: anyone).
+
+        On a shared machine other people's programs may call 9200 or 5000 too; a request whose
+        client could not be found counts as ours.
+        """
+        return [
+            (method, path)
+            for method, path, client in self.requests
+            if (pgid is None or client in (pgid, None)) and (method != "GET" or not path.startswith(PROBES))
+        ]
+
+
+def client_pgid(client_port: int) -> int | None:
+    """The process group of the process holding our peer's end of a loopback connection."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == client_port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"{entry.path}/fd"):
+                if os.readlink(fd.path) in inodes:
+                    stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    return int(stat[2])
+        except OSError:
+            continue
+    return None
 
 
 class ImpostorHandler(http.server.BaseHTTPRequestHandler):
     server: Impostor
 
     def answer(self) -> None:
-        self.server.requests.append((self.command, self.path))
+        self.server.requests.append((self.command, self.path, client_pgid(self.client_address[1])))
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -145,7 +175,13 @@ def test_demo_starts_its_own_stack_when_others_hold_the_ports_and_one_takes_its_
     out, err = state / "demo.out", state / "demo.err"
     try:
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            demo = subprocess.Popen([str(REPO / "scripts" / "demo")], env=env, stdout=stdout, stderr=stderr)
+            demo = subprocess.Popen(
+                [str(REPO / "scripts" / "demo")],
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
         try:
             waiting = dict(picked)
             deadline = time.monotonic() + 900
@@ -186,9 +222,9 @@ def test_demo_starts_its_own_stack_when_others_hold_the_ports_and_one_takes_its_
         assert "already in use" in stderr_text.lower()  # from the servers' own logs
         assert " healthy after " in stderr_text
 
-        # Nothing reached the impostors but the stack's read-only probes.
+        # Nothing from the demo reached the impostors but the stack's read-only probes.
         for impostor in impostors:
-            assert impostor.writes_and_unknown() == [], impostor.port
+            assert impostor.writes_and_unknown(pgid=demo.pid) == [], impostor.port
 
         # The data is in the stack's own Elasticsearch.
         models = get_json(f"{es_url}/mlops-models/_count")
@@ -268,6 +304,9 @@ def test_status_tells_down_from_someone_elses_and_a_forced_busy_port_fails(state
         assert not (state / "mlflow.pid").exists()
         for impostor in impostors:
             assert impostor.writes_and_unknown() == []
+            # The probes came from scripts/stack, and were told from other people's requests.
+            assert impostor.requests
+            assert all(client is not None for _, _, client in impostor.requests)
     finally:
         for impostor in impostors:
             impostor.shutdown()
