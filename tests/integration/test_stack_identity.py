@@ -219,7 +219,12 @@ def test_demo_starts_its_own_stack_when_others_hold_the_ports_and_one_takes_its_
                 in stderr_text
             )
         assert stderr_text.count("A server this stack did not start holds that port; trying another one") == 2
-        assert "already in use" in stderr_text.lower()  # from the servers' own logs
+        # The cause, from each server's own log.
+        assert (
+            f"stack: Elasticsearch's log says: BindHttpException: Failed to bind to 127.0.0.1:{picked['es']}"
+            in stderr_text
+        )
+        assert re.search(r"stack: MLflow's log says: .*address already in use", stderr_text, re.IGNORECASE)
         assert " healthy after " in stderr_text
 
         # Nothing from the demo reached the impostors but the stack's read-only probes.
