@@ -1,11 +1,13 @@
 """Log a small, realistic demo experiment to the MLflow server at MLFLOW_TRACKING_URI.
 
 Three training runs of a churn classifier with per-epoch curves, each registered as a version of
-one model, the best one aliased `champion`. Re-running adds another set of runs (new run ids).
+one model, the best one aliased `champion`. Once the model has versions, running it again adds
+nothing and says so; `--again` logs another set of runs and versions (new run ids).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import time
@@ -18,7 +20,20 @@ MODEL = "demo-churn-model"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--again", action="store_true", help="log another set of runs even if the demo is already there"
+    )
+    args = parser.parse_args()
     client = MlflowClient()
+    if not args.again and client.search_registered_models(filter_string=f"name = '{MODEL}'"):
+        versions = client.search_model_versions(filter_string=f"name = '{MODEL}'")
+        if versions:
+            print(
+                f"the demo is already logged ({MODEL} has {len(versions)} versions); nothing added "
+                "(examples/demo_experiment.py --again adds another 3 runs and versions)"
+            )
+            return
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
     rng = random.Random(7)
