@@ -45,7 +45,7 @@ def venv_tool(name: str) -> str:
         return str(path)
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is missing: run scripts/install (the test extra pins it)")
+        pytest.fail(f"{name} is missing: run scripts/install (it installs the test extra and builds tools/)")
     return found
 
 

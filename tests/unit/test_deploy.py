@@ -6,6 +6,7 @@ rules. Nothing here was applied to a cluster (no Kubernetes on these machines)."
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import cache
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from shipper.config import Settings, env_name
-from tests.support.deploy_tools import REPO, kustomize_command, run, stack_version
+from tests.support.deploy_tools import REPO, kustomize_command, run, stack_version, venv_tool
 
 AKS = REPO / "deploy" / "aks"
 OVERLAYS = ["base", "overlays/eck", "overlays/existing-cluster"]
@@ -245,3 +246,36 @@ def test_filebeat_can_read_pod_metadata() -> None:
     daemonset = _by_kind("base", "DaemonSet")["filebeat"]
     assert binding["subjects"][0]["name"] == daemonset["spec"]["template"]["spec"]["serviceAccountName"]
     assert binding["subjects"][0]["namespace"] == daemonset["metadata"]["namespace"]
+
+
+def _eckvalidate(text: str) -> tuple[int, str]:
+    binary = venv_tool("eckvalidate")
+    proc = subprocess.run([binary], input=text, capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_eck_resources_decode_strictly_into_eck_types() -> None:
+    """tools/eckvalidate decodes ECK resources into ECK 3.5's own Go API types, unknown fields refused."""
+    proc = run([*kustomize_command(), str(AKS / "overlays/eck")])
+    code, output = _eckvalidate(proc.stdout)
+    assert code == 0, output
+    assert "2 ECK resources checked, 0 invalid" in output
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("nodeSets:", "nodeSet:"),  # unknown field
+        ("count: 3", "count: three"),  # wrong type
+        # a misspelt container field inside the pod template (a typed PodTemplateSpec)
+        (
+            "- name: elasticsearch\n              resources:",
+            "- name: elasticsearch\n              resourcez:",
+        ),
+    ],
+)
+def test_eck_validator_refuses_mistakes(old: str, new: str) -> None:
+    text = (AKS / "overlays/eck/elasticsearch.yaml").read_text(encoding="utf-8")
+    assert old in text
+    code, output = _eckvalidate(text.replace(old, new, 1))
+    assert code == 1 and "1 invalid" in output, output
