@@ -98,3 +98,29 @@ def test_mappings_cover_the_data_contract() -> None:
     assert get("event.duration")["type"] == "long"
     assert get("ml.model.version")["type"] == "keyword"
     assert get("mlops.scoring.metric.value")["type"] == "double"
+
+
+def test_scoring_data_stream_is_installed_with_or_without_ingest() -> None:
+    from shipper.setup.assets import build_assets
+
+    def scoring(ingest: bool) -> dict[tuple[str, str], dict[str, object]]:
+        assets = build_assets(30, 7, has_ilm=False, scoring=p, ingest=ingest)
+        return {(a.kind, a.name): a.body for a in assets if "scoring" in a.name}
+
+    with_ingest, without = scoring(True), scoring(False)
+    templates = {
+        ("component_template", "logs-mlops.scoring@settings"),
+        ("component_template", "logs-mlops.scoring@mappings"),
+        ("component_template", "logs-mlops.scoring@custom"),
+        ("index_template", "logs-mlops.scoring"),
+    }
+    assert templates <= without.keys()
+    assert set(with_ingest) - set(without) == {("ingest_pipeline", p.SCORING_PIPELINE_ID)}
+    settings = ("component_template", "logs-mlops.scoring@settings")
+    assert with_ingest[settings]["template"]["settings"]["index"]["default_pipeline"] == (  # type: ignore[index]
+        p.SCORING_PIPELINE_ID
+    )
+    assert "default_pipeline" not in without[settings]["template"]["settings"]["index"]  # type: ignore[index]
+    assert without[settings]["template"]["lifecycle"] == {"data_retention": "7d"}  # type: ignore[index]
+    mappings = ("component_template", "logs-mlops.scoring@mappings")
+    assert without[mappings] == with_ingest[mappings]
