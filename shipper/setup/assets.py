@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from shipper.setup import names
 
-ASSET_VERSION = 4
+ASSET_VERSION = 5
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -425,7 +425,17 @@ def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool, ingest
         "mapping": {"total_fields": {"limit": 2000, "ignore_dynamic_beyond_limit": True}}
     }
     if ingest:
-        assets.append(Asset("ingest_pipeline", scoring.SCORING_PIPELINE_ID, scoring.scoring_pipeline()))
+        for name, body in scoring.scoring_pipelines().items():
+            if name == scoring.CUSTOM_PIPELINE_ID:
+                assets.append(Asset("ingest_pipeline", name, body, user_owned=True))
+                continue
+            assets.append(
+                Asset(
+                    "ingest_pipeline",
+                    name,
+                    {"version": ASSET_VERSION, "_meta": _meta(f"scoring logs: {name}")} | body,
+                )
+            )
         index_settings = {"default_pipeline": scoring.SCORING_PIPELINE_ID} | index_settings
     template: dict[str, Any] = {"settings": {"index": index_settings}}
     if has_ilm:

@@ -158,7 +158,7 @@ def install(
 
 def scoring_ingest_supported(capabilities: Capabilities, scoring: Any) -> bool:
     """Whether the cluster can run the scoring pipeline; says which scoring-log path it supports."""
-    missing = capabilities.lacks_processors(processor_types(scoring.scoring_pipeline()))
+    missing = capabilities.lacks_processors(scoring.required_processors())
     if missing:
         log.warning(
             "scoring logs: Logstash path only. The data stream %s (templates, mappings, lifecycle) is "

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from elasticsearch import NotFoundError
 
-from shipper.assets.scoring.pipeline import SCORING_PIPELINE_ID, scoring_pipeline
-from shipper.setup.installer import install, processor_types
+from shipper.assets.scoring.pipeline import SCORING_PIPELINE_ID, required_processors
+from shipper.setup.installer import install
 from shipper.sink.client import probe
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def _field_type(mapping: dict[str, Any], dotted: str) -> str | None:
 
 def test_scoring_data_stream_without_ingest(es: Any) -> None:
     caps = probe(es)
-    missing = caps.lacks_processors(processor_types(scoring_pipeline()))
+    missing = caps.lacks_processors(required_processors())
     # The premise of this test: the cluster cannot run the pipeline (the minimal distribution).
     assert missing, "the test cluster has the ingest processors; this test is about one without"
 
