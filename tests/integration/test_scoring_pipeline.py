@@ -1,12 +1,14 @@
-"""Golden tests of the scoring-log parsing, on the real Elasticsearch of `scripts/stack` (or ES_URL).
+"""Golden tests of the scoring-log parsing, against real Elasticsearch code.
 
-Two levels, both against real Elasticsearch code:
 - grok: every golden record through Elasticsearch's own grok engine (the `elasticsearch-grok` library
-  of the node under test), header patterns then message patterns, exactly as the ingest pipeline
-  chains them. Runs on any local node, including the minimal integ-test distribution.
-- pipeline: `PUT _ingest/pipeline/logs-mlops.scoring` with `scoring_pipeline()`, then `_simulate`
-  of every record. Needs the ingest processors and painless (modules of the default distribution);
-  where the node lacks them the test is skipped with the list of what is missing.
+  of the 9.5.4 node of `scripts/stack`), header patterns then message patterns, exactly as the ingest
+  pipeline chains them.
+- pipeline: the full pipeline set as `shipper setup` installs it (logs-mlops.scoring, its @parse
+  sub-pipeline and the @custom hook) on the Elasticsearch 7.10.2 ingest node (ES_INGEST_URL,
+  `scripts/stack up --ingest`: the newest ingest engine that runs here), then `_simulate` of every
+  record: expected documents in `*-expected.json`, and the data-contract fields of golden lines
+  checked against hand-written expectations (tests/support/scoring_contract.py). Failure paths
+  and the Logstash pass-through too. Never skipped: no ingest node is a failure.
 
 `pytest --update-golden` rewrites `tests/golden/scoring/*.log-expected.json`.
 """
@@ -34,7 +36,7 @@ from shipper.assets.scoring.pipeline import (
     required_processors,
 )
 from tests.integration.test_scoring_data_stream import logstash_metric_event, logstash_request_event
-from tests.support.ingest_node import IngestNode, install_pipelines
+from tests.support.ingest_node import IngestNode, IngestNodeError, install_pipelines
 from tests.support.scoring import GoldenCase, GrokEngine, golden_cases, strip_volatile
 from tests.support.scoring_contract import CONTRACT
 
@@ -316,3 +318,12 @@ def test_processor_failure_keeps_the_event(ingest: IngestNode) -> None:
     assert TAG_BAD_TIMESTAMP in doc["tags"] and TAG_PIPELINE_ERROR not in doc["tags"]
     assert doc["error"]["message"][0].startswith("date processor 'date_json' failed:")
     assert doc["mlops"]["scoring"]["metric"]["value"] == 0.5
+
+
+def test_the_ingest_node_rejects_options_it_lacks(ingest: IngestNode) -> None:
+    """Why loading the pipelines on 7.10.2 proves their options exist there: unknown ones fail."""
+    body = {"processors": [{"rename": {"field": "a", "target_field": "b", "override": True}}]}
+    with pytest.raises(IngestNodeError) as refused:
+        ingest.put_pipeline("shipper-test-rejects", body)
+    assert refused.value.status == 400
+    assert "[override]" in json.dumps(refused.value.body)
