@@ -122,8 +122,14 @@ def check(ctx: Context) -> None:
 
 @main_group.command()
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the exact request body of every asset to DIR/<kind>/<name>.json; change nothing.",
+)
 @pass_context
-def setup(ctx: Context, dry_run: bool) -> None:
+def setup(ctx: Context, dry_run: bool, export_dir: Path | None) -> None:
     """Install or upgrade the Elasticsearch assets the shipper manages.
 
     Index templates (with an empty `@custom` component template per family that is yours),
@@ -136,6 +142,12 @@ def setup(ctx: Context, dry_run: bool) -> None:
     try:
         settings = ctx.settings
         client, caps = _client_and_capabilities(settings)
+        if export_dir is not None:
+            from shipper.setup.installer import export
+
+            written = export(caps, settings.retention_days, settings.logs_retention_days, export_dir)
+            click.echo(f"wrote {len(written)} request bodies under {export_dir}; Elasticsearch unchanged")
+            return
         changes = install(
             client, caps, settings.retention_days, settings.logs_retention_days, dry_run=dry_run
         )

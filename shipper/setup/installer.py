@@ -12,6 +12,7 @@ import copy
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -154,6 +155,37 @@ def install(
             if change.asset.applies_to:
                 _update_existing_mappings(client, change.asset)
     return changes
+
+
+def request_body(asset: Asset) -> dict[str, Any]:
+    """The exact JSON body `install` sends for an asset (its PUT request)."""
+    body = _stamped(asset)
+    return {"policy": body} if asset.kind == "ilm_policy" else body
+
+
+def export(
+    capabilities: Capabilities, retention_days: int, logs_retention_days: int, directory: Path
+) -> list[Path]:
+    """Write the request body of every asset `install` manages on this cluster to
+    `directory/<kind>/<name>.json` (for review, or GitOps); changes nothing in Elasticsearch.
+
+    What is written depends on the cluster's capabilities, as `install` does: ILM policies only with
+    ILM, the scoring pipelines and `default_pipeline` only where the cluster can run them. `@custom`
+    assets are written as `install` creates them the first time (empty)."""
+    scoring = _scoring_module()
+    ingest = scoring_ingest_supported(capabilities, scoring)
+    assets = build_assets(
+        retention_days, logs_retention_days, capabilities.ilm, scoring=scoring, ingest=ingest
+    )
+    written: list[Path] = []
+    for asset in assets:
+        path = directory / asset.kind / f"{asset.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            orjson.dumps(request_body(asset), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
+        written.append(path)
+    return written
 
 
 def scoring_ingest_supported(capabilities: Capabilities, scoring: Any) -> bool:
