@@ -97,6 +97,22 @@ def run(node: IngestNode, bulk: Bulk, index: str, batches: list[bytes], lines: i
     return lines / elapsed, rejected
 
 
+def processor_millis(node: IngestNode) -> dict[str, tuple[int, int]]:
+    """Per pipeline processor of the scoring pipelines: (documents, milliseconds) so far, from
+    the node's ingest stats."""
+    stats = node.request("GET", "/_nodes/_local/stats/ingest")["nodes"]
+    out: dict[str, tuple[int, int]] = {}
+    for node_stats in stats.values():
+        for pipeline, body in node_stats["ingest"]["pipelines"].items():
+            if not pipeline.startswith(SCORING_PIPELINE_ID):
+                continue
+            for processor in body.get("processors", []):
+                for key, value in processor.items():
+                    name = f"{pipeline} {key.split(':', 1)[-1]}"
+                    out[name] = (value["stats"]["count"], value["stats"]["time_in_millis"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,6 +139,7 @@ def main() -> None:
     rejected = {"without": 0, "with": 0}
     bulk = Bulk(node.url)
     failures_on_valid = 0
+    before = processor_millis(node)
     for trial in range(args.trials):
         for label in ("without", "with") if trial % 2 == 0 else ("with", "without"):
             index = f"bench-scoring-{label}"
@@ -149,6 +166,15 @@ def main() -> None:
     for label in rates:
         node.request("DELETE", f"/bench-scoring-{label}?ignore_unavailable=true")
 
+    after = processor_millis(node)
+    # where the pipeline time goes: the costliest processors, in microseconds per document they ran on
+    costs = []
+    for name, (count, millis) in after.items():
+        count -= before.get(name, (0, 0))[0]
+        millis -= before.get(name, (0, 0))[1]
+        if count > 0:
+            costs.append((millis, name, count))
+    hottest = {name: round(1000 * millis / count) for millis, name, count in sorted(costs, reverse=True)[:8]}
     ratios = [w / wo for w, wo in zip(rates["with"], rates["without"], strict=True)]
     result = {
         "engine": f"Elasticsearch {version} (integ-test-zip + ingest-common, lang-painless, lang-mustache), "
@@ -166,6 +192,7 @@ def main() -> None:
         "target_ratio": 0.5,
         "bulk_items_rejected": rejected,
         "failures_on_valid_lines": failures_on_valid,
+        "costliest_processors_us_per_doc": hottest,
         "machine": (
             f"{os.cpu_count()} CPUs, {platform.platform()}, load average {os.getloadavg()[0]:.1f} at the end"
         ),
