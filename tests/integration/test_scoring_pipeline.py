@@ -327,3 +327,20 @@ def test_the_ingest_node_rejects_options_it_lacks(ingest: IngestNode) -> None:
         ingest.put_pipeline("shipper-test-rejects", body)
     assert refused.value.status == 400
     assert "[override]" in json.dumps(refused.value.body)
+
+
+@pytest.mark.parametrize(
+    ("line", "processor"),
+    [
+        ("2024-02-30 10:11:12,345 I [51] azmlinfsrv - x", "date_header"),
+        ("2024-05-02 10:11:60.345 I [51] azmlinfsrv - x", "date_header_other"),
+        ("[2024-05-02 10:11:60 +0000] [1] [INFO] x", "date_header_gunicorn"),
+    ],
+)
+def test_impossible_header_dates_are_kept_and_tagged(line: str, processor: str, ingest: IngestNode) -> None:
+    doc = _one(ingest, line)
+    assert "@timestamp" not in doc  # no time was invented
+    assert doc["tags"] == [TAG_BAD_TIMESTAMP]
+    (message,) = doc["error"]["message"]
+    assert message.startswith(f"date processor '{processor}' failed:"), message
+    assert doc["message"] == "x"
