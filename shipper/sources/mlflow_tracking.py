@@ -23,6 +23,7 @@ import orjson
 
 from shipper import telemetry
 from shipper.errors import ConfigError, ConnectivityError, summarise_body
+from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 log = logging.getLogger(__name__)
@@ -34,24 +35,21 @@ MODELS_PAGE = 1000
 
 class MlflowSource:
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from mlflow import MlflowClient  # imported late: it is the slowest import we have
-
-        from shipper import logs
         from shipper.config import mlflow_tracking_uri
 
-        logs.quiet_libraries()  # mlflow sets up its own loggers when imported
         # MLFLOW_TRACKING_URI is the contract; read it here so that an in-process
         # mlflow.set_tracking_uri() elsewhere cannot redirect the shipper. Checked first: unset, the
         # client would quietly create a local ./mlflow.db.
         uri = tracking_uri or mlflow_tracking_uri()
-        try:
-            self._client = MlflowClient(tracking_uri=uri)
+        self._client: Any
+        self._rest: MlflowRest | None = None
+        self._rest_store: Any = None
+        if usable_for(uri):  # a plain tracking server: its REST API, without importing mlflow
+            self._client = self._rest = MlflowRest(uri)
+        else:
+            self._client = _mlflow_client(uri)
             self._rest_store = _rest_store_of(self._client)
-        except Exception as exc:  # the client's own words for a URI it cannot serve
-            raise ConfigError(
-                [f"MLFLOW_TRACKING_URI={uri!r} cannot be used by the MLflow client: {str(exc)[:300]}"]
-            ) from None
-        self.tracking_uri = self._client.tracking_uri
+        self.tracking_uri = str(self._client.tracking_uri)
         self.requests: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -63,6 +61,20 @@ class MlflowSource:
     def ping(self, timeout: float = 10.0) -> None:
         """Raise ConnectivityError unless the tracking server answers one request within `timeout`
         seconds: one try, no retries, so an unreachable server is reported at once."""
+        if self._rest is not None:
+            try:
+                response = self._rest.request(
+                    "POST",
+                    "/api/2.0/mlflow/experiments/search",
+                    body={"max_results": 1},
+                    retries=False,
+                    timeout=timeout,
+                )
+            except Exception as exc:
+                raise ConnectivityError(unreachable_message(self.tracking_uri, exc, timeout)) from None
+            if response.status != 200:
+                raise ConnectivityError(refused_message(self.tracking_uri, response.status, response.data))
+            return
         if self._rest_store is None:  # a local store: nothing to reach
             try:
                 self._client.search_experiments(max_results=1)
@@ -93,13 +105,11 @@ class MlflowSource:
 
     def experiments(self) -> list[Experiment]:
         """Every experiment, deleted ones included (their runs may still matter to dashboards)."""
-        from mlflow.entities import ViewType
-
         found: list[Experiment] = []
         token = None
         while True:
             self._count("search_experiments")
-            page = self._client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+            page = self._client.search_experiments(view_type=VIEW_ALL, max_results=1000, page_token=token)
             found += [Experiment(id=str(e.experiment_id), name=str(e.name)) for e in page]
             token = page.token
             if not token:
@@ -107,8 +117,6 @@ class MlflowSource:
         return sorted(found, key=lambda e: e.id)
 
     def runs(self, experiment_ids: Sequence[str], since: datetime | None = None) -> Iterator[Run]:
-        from mlflow.entities import ViewType
-
         if not experiment_ids:
             return
         filter_string = ""
@@ -120,7 +128,7 @@ class MlflowSource:
             page = self._client.search_runs(
                 experiment_ids=list(experiment_ids),
                 filter_string=filter_string,
-                run_view_type=ViewType.ALL,
+                run_view_type=VIEW_ALL,
                 max_results=RUNS_PAGE,
                 # A stable order keeps pages consistent while runs are being created.
                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
@@ -134,8 +142,6 @@ class MlflowSource:
 
     def runs_by_id(self, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> dict[str, Run]:
         """Several runs at once (a search per 100 ids instead of a request per run)."""
-        from mlflow.entities import ViewType
-
         found: dict[str, Run] = {}
         ids = sorted(set(run_ids))
         for start in range(0, len(ids), 100):
@@ -151,7 +157,7 @@ class MlflowSource:
                 page = self._client.search_runs(
                     experiment_ids=list(experiment_ids),
                     filter_string=f"attributes.run_id IN ({quoted})",
-                    run_view_type=ViewType.ALL,
+                    run_view_type=VIEW_ALL,
                     max_results=RUNS_PAGE,
                     page_token=token,
                 )
@@ -162,13 +168,13 @@ class MlflowSource:
         return found
 
     def _run_by_id(self, run_id: str) -> dict[str, Run]:
-        from mlflow.exceptions import MlflowException
-
         self._count("get_run")
         try:
             return {run_id: run_record(self._client.get_run(run_id))}
-        except MlflowException as exc:
-            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+        except LookupError:  # MlflowRest: no such run
+            return {}
+        except Exception as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":  # the MLflow client's way
                 return {}
             raise
 
@@ -178,7 +184,7 @@ class MlflowSource:
     def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
         """A metric's full history, page by page, so a long one never sits in memory whole."""
         self._count("get_metric_history")
-        if self._rest_store is not None:
+        if self._rest is not None or self._rest_store is not None:
             yield from self._rest_history(run_id, key)
         else:
             yield [_metric(m) for m in self._client.get_metric_history(run_id, key)]
@@ -192,18 +198,12 @@ class MlflowSource:
         directly, still through MLflow's own `http_request` with the store's credentials, TLS
         settings and retries. Servers that predate paging answer with everything in one page.
         """
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-        store = self._rest_store
         token: str | None = None
         while True:
             params = {"run_id": run_id, "run_uuid": run_id, "metric_key": key, "max_results": HISTORY_PAGE}
             if token:
                 params["page_token"] = token
-            response = http_request(  # type: ignore[no-untyped-call]
-                host_creds=store.get_host_creds(), endpoint=HISTORY_ENDPOINT, method="GET", params=params
-            )
-            body = orjson.loads(verify_rest_response(response, HISTORY_ENDPOINT).content or b"{}")
+            body = self._get_json(HISTORY_ENDPOINT, params)
             # Proto3 JSON leaves out zero values, hence the defaults.
             yield [
                 MetricPoint(
@@ -217,6 +217,17 @@ class MlflowSource:
             token = body.get("next_page_token")
             if not token:
                 return
+
+    def _get_json(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self._rest is not None:
+            return self._rest.get_json(endpoint, params)
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        response = http_request(  # type: ignore[no-untyped-call]
+            host_creds=self._rest_store.get_host_creds(), endpoint=endpoint, method="GET", params=params
+        )
+        found = orjson.loads(verify_rest_response(response, endpoint).content or b"{}")
+        return found if isinstance(found, dict) else {}
 
     def model_versions(self) -> list[ModelVersion]:
         found: list[ModelVersion] = []
@@ -349,6 +360,21 @@ def refused_message(uri: str, status: int, body: bytes) -> str:
 
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history"
 HISTORY_PAGE = 25_000
+
+
+def _mlflow_client(uri: str) -> Any:
+    """The MLflow client, for every URI the REST reader does not serve."""
+    from mlflow import MlflowClient  # imported late: it is the slowest import we have
+
+    from shipper import logs
+
+    logs.quiet_libraries()  # mlflow sets up its own loggers when imported
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # the client's own words for a URI it cannot serve
+        raise ConfigError(
+            [f"MLFLOW_TRACKING_URI={uri!r} cannot be used by the MLflow client: {str(exc)[:300]}"]
+        ) from None
 
 
 def _rest_store_of(client: Any) -> Any:

@@ -119,3 +119,35 @@ def test_the_test_extra_installs_what_the_tests_import() -> None:
 
     test_extra = [r for r in requires("shipper") or [] if 'extra == "test"' in r]
     assert any(r.startswith(("azure-ai-ml", "shipper[azure]")) for r in test_extra), test_extra
+
+
+def test_commands_import_only_what_they_need() -> None:
+    """Start-up: `validate` imports no client library; the sync path reads a plain tracking server
+    without importing `mlflow` (seconds of start-up). Measured by bench/startup.py."""
+    probe = textwrap.dedent(
+        """
+        import sys
+        from shipper.cli import main_group
+        try:
+            main_group(["validate"], standalone_mode=False)
+        except SystemExit:
+            pass
+        heavy = {"mlflow", "elasticsearch", "fastapi"}
+        after_validate = sorted({m.split(".")[0] for m in sys.modules} & heavy)
+        from shipper.sources.mlflow_tracking import MlflowSource
+        from shipper.sync.engine import SyncEngine
+        MlflowSource("http://127.0.0.1:9")
+        print(after_validate, "mlflow" in sys.modules)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPPER_", "MLFLOW_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert result.stdout.split("\n")[-2] == "[] False", result.stdout + result.stderr
