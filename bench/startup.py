@@ -46,7 +46,7 @@ def spawn(args: list[str], env: dict[str, str], out: int, err: int) -> int:
     """posix_spawn, not fork: a forked copy of this (large) process would count in the child's
     peak RSS."""
     actions = [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)]
-    argv = [c.PYTHON, "-m", "shipper", *args]
+    argv = [c.PYTHON, "-P", "-m", "shipper", *args]  # -P: the package is the measured one, not ./shipper
     return os.posix_spawn(c.PYTHON, argv, env, file_actions=actions)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import urllib3
 
-from shipper.errors import ConnectivityError
+from shipper.errors import ConnectivityError, summarise_body
 
 # Variables that ask for what only the MLflow client can do; with any of them set, it is used.
 CLIENT_ONLY_ENV = (
@@ -60,7 +60,8 @@ class RestError(ConnectivityError):
             parsed = {}
         self.error_code = parsed.get("error_code", "") if isinstance(parsed, dict) else ""
         message = parsed.get("message", "") if isinstance(parsed, dict) else ""
-        super().__init__(f"{endpoint} answered HTTP {status}: {self.error_code} {message}".strip())
+        said = f"{self.error_code} {message}".strip() or summarise_body(body)
+        super().__init__(f"the MLflow tracking server answered {endpoint} with HTTP {status}: {said}")
 
 
 class Page(list[Any]):
