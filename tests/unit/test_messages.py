@@ -55,3 +55,26 @@ def test_the_final_error_line() -> None:
     assert final_error("it broke; fix it", "text", 3, "ConnectivityError") == "error: it broke; fix it"
     line = final_error("it broke; fix it", "json", 3, "ConnectivityError")
     assert '"message":"it broke; fix it"' in line and '"process.exit_code":3' in line
+
+
+def test_client_library_warnings_stay_below_the_default_level(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+    import warnings
+
+    from shipper import logs
+
+    logs.configure("text", "INFO")
+    logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=6)) after connection broken")
+    logging.getLogger("mlflow.utils.rest_utils").warning("a client's own warning")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library's deprecation", DeprecationWarning, stacklevel=1)
+    logging.getLogger("shipper.sync").warning("ours")
+    err = capsys.readouterr().err
+    assert "ours" in err
+    assert "Retrying" not in err and "client's own" not in err and "deprecation" not in err
+    logs.configure("text", "DEBUG")  # and all of them where asked for
+    logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=5))")
+    assert "Retrying" in capsys.readouterr().err
+    logs.configure("text", "INFO")
+    logging.captureWarnings(False)
