@@ -21,10 +21,12 @@ may use the shared stack (`--es-url`/`--mlflow-uri`); without them it starts the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -42,6 +44,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A small process that starts the measured commands: the kernel counts the RSS of whoever spawned a
+# process in that process's peak (ru_maxrss survives exec), so they must not come from this one,
+# which has MLflow imported by then. Started first thing, while this process is small; one JSON line
+# in (argv, env), one out (wall, rusage, exit, last stderr line).
+LAUNCHER = """
+import json, os, sys, tempfile, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        pid = os.posix_spawn(job["argv"][0], job["argv"], job["env"],
+                             file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                                           (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        _, status, usage = os.wait4(pid, 0)
+        wall = time.monotonic() - started
+        err.seek(0)
+        tail = err.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
+    print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+                      "rss_mb": usage.ru_maxrss / 1024, "exit": os.waitstatus_to_exitcode(status),
+                      "last_line": tail[0][:300]}), flush=True)
+"""
+_launcher: subprocess.Popen[str] | None = None
+
+
+def start_launcher() -> None:
+    global _launcher
+    _launcher = subprocess.Popen(
+        [c.PYTHON, "-I", "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
 def spawn(args: list[str], env: dict[str, str], out: int, err: int) -> int:
     """posix_spawn, not fork: a forked copy of this (large) process would count in the child's
     peak RSS."""
@@ -51,6 +84,11 @@ def spawn(args: list[str], env: dict[str, str], out: int, err: int) -> int:
 
 
 def run_once(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    if _launcher is not None and _launcher.stdin is not None and _launcher.stdout is not None:
+        argv = [c.PYTHON, "-P", "-m", "shipper", *args]
+        _launcher.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
+        _launcher.stdin.flush()
+        return dict(json.loads(_launcher.stdout.readline()))
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         pid = spawn(args, env, out.fileno(), err.fileno())
@@ -152,6 +190,7 @@ def main() -> None:
         help="measured runs of each unreachable-MLflow case (0: skip; before the bound, one took minutes)",
     )
     args = p.parse_args()
+    start_launcher()
     st = c.stack(args)
     info = c.machine(st.es_url)
     gen = c.ensure_experiment(st.mlflow_uri, "bench-startup", c.Shape(3, 2, 5))
