@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -302,9 +303,16 @@ def run(ctx: Context, interval: float | None) -> None:
         except ShipperError as exc:
             failures += 1
             log.error("sync pass failed (%d in a row): %s", failures, exc)
-        except Exception:  # e.g. Elasticsearch or MLflow down between passes: back off, never exit
+        except Exception as exc:  # e.g. Elasticsearch or MLflow down between passes: back off, never exit
             failures += 1
-            log.exception("sync pass failed unexpectedly (%d in a row)", failures)
+            from elasticsearch import ApiError, TransportError
+
+            if isinstance(exc, ApiError | TransportError):  # said in a sentence, without a traceback
+                from shipper.sink.client import connectivity_error
+
+                log.error("sync pass failed (%d in a row): %s", failures, connectivity_error(exc))
+            else:
+                log.exception("sync pass failed unexpectedly (%d in a row)", failures)
         stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
     log.info("stopped")
 
@@ -315,13 +323,23 @@ main_group.add_command(serve)
 main_group.add_command(reconcile)
 
 
+def _format_asked(argv: list[str]) -> str | None:
+    for position, arg in enumerate(argv):
+        if arg == "--log-format" and position + 1 < len(argv):
+            return argv[position + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
+
+
 def main() -> None:
     from shipper import logs
 
+    fmt = _format_asked(sys.argv[1:])
     try:
         main_group(prog_name="shipper")
     except ShipperError as exc:  # raised outside a command's own handling
-        logs.fail(exc, exc.exit_code, type(exc).__name__)
+        logs.fail(exc, exc.exit_code, type(exc).__name__, fmt)
     except Exception as exc:  # a bug: one sentence, and the traceback only where asked for
         log.debug("unexpected error", exc_info=True)
         logs.fail(
@@ -331,4 +349,5 @@ def main() -> None:
             ),
             1,
             type(exc).__name__,
+            fmt,
         )

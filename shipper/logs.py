@@ -75,14 +75,13 @@ def final_error(message: str, fmt: str | None, exit_code: int, kind: str) -> str
     ).decode()
 
 
-def fail(exc: BaseException, exit_code: int, kind: str) -> NoReturn:
+def fail(exc: BaseException, exit_code: int, kind: str, fmt: str | None = None) -> NoReturn:
     """End a command: the final error line on stderr (JSON under --log-format json), then exit."""
     import click
 
-    fmt: str | None = None
     context = click.get_current_context(silent=True)
     obj = context.find_root().obj if context is not None else None
-    if obj is not None and hasattr(obj, "error_format"):
+    if fmt is None and obj is not None and hasattr(obj, "error_format"):
         fmt = obj.error_format()
     click.echo(final_error(str(exc), fmt, exit_code, kind), err=True)
     sys.exit(exit_code)

@@ -93,6 +93,11 @@ def _connectivity(exc: Exception) -> ConnectivityError:
     )
 
 
+def connectivity_error(exc: Exception) -> ConnectivityError:
+    """An Elasticsearch client error as a sentence with the fix."""
+    return _connectivity(exc)
+
+
 def probe(client: Elasticsearch) -> Capabilities:
     """What this cluster offers, asked through APIs every distribution has (the minimal one lacks
     even `GET /`, and its `_xpack` answers 500): node info for version, modules and ingest
