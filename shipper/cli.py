@@ -26,6 +26,7 @@ from shipper.config import (
     load_settings,
     mlflow_tracking_uri,
     mlflow_uri_problem,
+    redact_uri,
 )
 from shipper.errors import ConfigError, ConnectivityError, ShipperError
 
@@ -122,7 +123,7 @@ def validate(ctx: Context) -> None:
     # model_dump keeps SecretStr values, whose str() is masked: secrets never print.
     for name, value in settings.model_dump().items():
         click.echo(f"  {env_name(name)}={'' if value is None else value}")
-    click.echo(f"  MLFLOW_TRACKING_URI={uri}")
+    click.echo(f"  MLFLOW_TRACKING_URI={redact_uri(uri)}")
     if not uri:
         click.echo(
             "note: MLFLOW_TRACKING_URI is not set: `check`, `sync` and `run` will refuse to start "

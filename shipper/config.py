@@ -508,6 +508,18 @@ MLFLOW_URI_HELP = (
 )
 
 
+def redact_uri(uri: str) -> str:
+    """A URI as it may be printed: a password in it (`https://user:secret@host`) becomes `***`."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def _plugin_schemes() -> set[str]:
     from importlib.metadata import entry_points
 
@@ -535,7 +547,7 @@ def mlflow_uri_problem(uri: str) -> str | None:
     """What is wrong with a tracking URI, offline, or None."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    named = f"MLFLOW_TRACKING_URI={uri!r}"
+    named = f"MLFLOW_TRACKING_URI={redact_uri(uri)!r}"
     if not scheme or (len(scheme) == 1 and os.name == "nt"):  # a bare path: a local file store
         return None
     if scheme in ("http", "https"):

@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import urllib3
@@ -86,7 +87,10 @@ def _env_true(environ: Mapping[str, str], name: str) -> bool:
 class MlflowRest:
     def __init__(self, tracking_uri: str, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
-        self.tracking_uri = tracking_uri.rstrip("/")
+        # user:password@ in the URI is basic auth, as for the client (requests reads it); it is taken
+        # out of the URL so that no message or log line can show it.
+        parts = urlsplit(tracking_uri.rstrip("/"))
+        self.tracking_uri = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
         self.timeout = _env_int(environ, "MLFLOW_HTTP_REQUEST_TIMEOUT", 120)
         self.retries = urllib3.Retry(
             total=_env_int(environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", 7),
@@ -99,6 +103,8 @@ class MlflowRest:
         self.headers = {"Content-Type": "application/json", "User-Agent": "shipper"}
         token = environ.get("MLFLOW_TRACKING_TOKEN")
         user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+        if parts.username is not None and parts.password is not None:
+            user, password = unquote(parts.username), unquote(parts.password)
         if user and password:
             basic = base64.b64encode(f"{user}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {basic}"

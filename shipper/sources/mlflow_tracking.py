@@ -35,7 +35,7 @@ MODELS_PAGE = 1000
 
 class MlflowSource:
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from shipper.config import mlflow_tracking_uri
+        from shipper.config import mlflow_tracking_uri, redact_uri
 
         # MLFLOW_TRACKING_URI is the contract; read it here so that an in-process
         # mlflow.set_tracking_uri() elsewhere cannot redirect the shipper. Checked first: unset, the
@@ -49,7 +49,7 @@ class MlflowSource:
         else:
             self._client = _mlflow_client(uri)
             self._rest_store = _rest_store_of(self._client)
-        self.tracking_uri = str(self._client.tracking_uri)
+        self.tracking_uri = redact_uri(str(self._client.tracking_uri))  # for messages: no password
         self.requests: dict[str, int] = {}
         self._lock = threading.Lock()
 

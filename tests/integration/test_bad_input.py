@@ -124,6 +124,14 @@ CASES = [
         3,
         ["answered HTTP 404 with an HTML page titled '404 Not Found'", "base URL"],
     ),
+    Case(
+        "a password in the MLflow URI is never shown",
+        ["check"],
+        {"MLFLOW_TRACKING_URI": "http://ann:s3cret@127.0.0.1:{closed_port}"},
+        3,
+        ["nothing accepts connections there"],
+        never=(*NEVER, "s3cret"),
+    ),
     # -- Elasticsearch unusable ----------------------------------------------------------------------
     Case(
         "check, nothing listens at the Elasticsearch URL",
@@ -275,8 +283,10 @@ def test_bad_input(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    closed = closed_url()
     places = {
-        "closed": closed_url(),
+        "closed": closed,
+        "closed_port": closed.rsplit(":", 1)[1],
         "silent": silent_url,
         "mlflow": mlflow_uri.rstrip("/"),
         "mlflow_https": mlflow_uri.replace("http://", "https://"),

@@ -75,3 +75,10 @@ def test_client_library_warnings_stay_below_the_default_level(capsys: pytest.Cap
     assert "Retrying" in capsys.readouterr().err
     logs.configure("text", "INFO")
     logging.captureWarnings(False)
+
+
+def test_a_password_in_a_uri_is_never_printed() -> None:
+    assert config.redact_uri("https://ann:s3cret@mlflow:5000/x") == "https://ann:***@mlflow:5000/x"
+    assert config.redact_uri("https://mlflow:5000") == "https://mlflow:5000"
+    problem = mlflow_uri_problem("htp://ann:s3cret@mlflow")
+    assert problem is not None and "s3cret" not in problem

@@ -71,3 +71,11 @@ def test_which_uris_the_rest_reader_serves() -> None:
     assert not usable_for("https://mlflow.example", {"MLFLOW_TRACKING_AWS_SIGV4": "true"})
     assert not usable_for("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s", {})
     assert not usable_for("sqlite:///mlflow.db", {})
+
+
+def test_credentials_in_the_uri_are_basic_auth_and_never_shown(server: str) -> None:
+    with_password = server.replace("http://", "http://ann:p%40ss@")
+    reader = MlflowRest(with_password, {})
+    reader.search_experiments()
+    assert _Recorder.seen[0]["auth"] == "Basic YW5uOnBAc3M="  # ann:p@ss
+    assert "p%40ss" not in reader.tracking_uri and "ann" not in reader.tracking_uri
