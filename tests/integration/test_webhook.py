@@ -679,9 +679,15 @@ def test_enrichment_failure_never_loses_or_delays_the_event(
     doc = eventually(failed)
     assert "Azure is down" in doc["azureml"]["enrichment"]["error"]
     assert doc["azureml"]["run"]["status"] == "Failed"
-    (hit,) = events_with_ids(es, [event["id"]])
+
+    def event_failed() -> dict[str, Any]:
+        # The event document is updated just after the run document: wait for it too.
+        (hit,) = events_with_ids(es, [event["id"]])
+        assert hit["_source"]["azureml"]["enrichment"]["status"] == "failed"
+        return dict(hit)
+
+    hit = eventually(event_failed)
     assert "Azure is down" in hit["_source"]["error"]["message"]
-    assert hit["_source"]["azureml"]["enrichment"]["status"] == "failed"
 
 
 # -- follow-ups: notifications and the MLflow sync -------------------------------------------------
