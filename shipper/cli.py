@@ -8,6 +8,7 @@ after all retries (nothing was checkpointed; run again); 6 Kibana refused some s
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,8 +19,16 @@ import click
 import orjson
 
 from shipper import __version__
-from shipper.config import LogFormat, Settings, env_name, load_settings
-from shipper.errors import ConnectivityError, ShipperError
+from shipper.config import (
+    LogFormat,
+    Settings,
+    env_name,
+    load_settings,
+    mlflow_tracking_uri,
+    mlflow_uri_problem,
+    redact_uri,
+)
+from shipper.errors import ConfigError, ConnectivityError, ShipperError
 
 log = logging.getLogger("shipper")
 
@@ -40,6 +49,12 @@ class Context:
 
             logs.configure(self._settings.log_format.value, self._settings.log_level)
         return self._settings
+
+    def error_format(self) -> str | None:
+        """How the final error is printed, even when the settings themselves are what failed."""
+        if self._settings is not None:
+            return self._settings.log_format.value
+        return self.log_format or os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -62,11 +77,15 @@ def main_group(ctx: click.Context, config_file: Path | None, log_format: str | N
     `shipper run` as a service. MLflow is read from MLFLOW_TRACKING_URI.
     """
     ctx.obj = Context(config_file, log_format)
+    from shipper import logs
+
+    logs.quiet_libraries()
 
 
 def _fail(exc: ShipperError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+    from shipper import logs
+
+    logs.fail(exc, exc.exit_code, type(exc).__name__)
 
 
 def _client_and_capabilities(settings: Settings) -> tuple[Any, Any]:
@@ -81,17 +100,44 @@ def _client_and_capabilities(settings: Settings) -> tuple[Any, Any]:
 def validate(ctx: Context) -> None:
     """Check the configuration offline: every problem is listed with its fix.
 
-    Exit 0 when valid, 2 otherwise. Contacts nothing.
+    Also checks MLflow's MLFLOW_TRACKING_URI (scheme, shape, plugin installed). Exit 0 when
+    valid, 2 otherwise. Contacts nothing.
     """
+    problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = ctx.settings
+    except ConfigError as exc:
+        problems += exc.problems
     except ShipperError as exc:
         _fail(exc)
+        return
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    uri_problem = mlflow_uri_problem(uri) if uri else None
+    if uri_problem:
+        problems.append(uri_problem)
+    if problems or settings is None:
+        _fail(ConfigError(problems))
         return
     click.echo("configuration is valid")
     # model_dump keeps SecretStr values, whose str() is masked: secrets never print.
     for name, value in settings.model_dump().items():
         click.echo(f"  {env_name(name)}={'' if value is None else value}")
+    click.echo(f"  MLFLOW_TRACKING_URI={redact_uri(uri)}")
+    if not uri:
+        click.echo(
+            "note: MLFLOW_TRACKING_URI is not set: `check`, `sync` and `run` will refuse to start "
+            "(`serve` runs without it, with no sync on run end); set it with "
+            "export MLFLOW_TRACKING_URI=https://mlflow.example:5000"
+        )
+    serve_refuses = not (
+        settings.webhook_secrets() or settings.webhook_entra_tenant_id or settings.webhook_insecure_no_auth
+    )
+    if serve_refuses:
+        click.echo(
+            "note: `shipper serve` will refuse to start: set SHIPPER_WEBHOOK_SECRET or "
+            "SHIPPER_WEBHOOK_ENTRA_TENANT_ID (other commands do not need them)"
+        )
 
 
 @main_group.command()
@@ -104,6 +150,7 @@ def check(ctx: Context) -> None:
     """
     try:
         settings = ctx.settings
+        tracking_uri = mlflow_tracking_uri()
         _client, caps = _client_and_capabilities(settings)
         click.echo(
             f"elasticsearch: {caps.version}; ILM: {'yes' if caps.ilm else 'no'}; "
@@ -114,8 +161,8 @@ def check(ctx: Context) -> None:
             raise ConnectivityError(f"Elasticsearch {caps.version} is too old; 8.x or newer is needed")
         from shipper.sources.mlflow_tracking import MlflowSource
 
-        source = MlflowSource()
-        source.ping()
+        source = MlflowSource(tracking_uri)
+        source.ping(settings.mlflow_connect_timeout_seconds)
         click.echo(f"mlflow: {source.tracking_uri} answers")
         if settings.kibana_url:
             from shipper.kibana.setup import check_kibana
@@ -223,6 +270,7 @@ def _engine(settings: Settings, progress: bool) -> Any:
     from shipper.sources.mlflow_tracking import MlflowSource
     from shipper.sync.engine import Progress, SyncEngine
 
+    tracking_uri = mlflow_tracking_uri()  # offline, before anything is contacted
     client, caps = _client_and_capabilities(settings)
     writer = BulkWriter(
         client,
@@ -231,8 +279,8 @@ def _engine(settings: Settings, progress: bool) -> Any:
         max_retry_seconds=settings.bulk_max_retry_seconds,
         ilm=caps.ilm,
     )
-    source = MlflowSource()
-    source.ping()
+    source = MlflowSource(tracking_uri)
+    source.ping(settings.mlflow_connect_timeout_seconds)
     return SyncEngine(source, client, writer, settings, Progress() if progress else None), caps
 
 
@@ -314,9 +362,16 @@ def run(ctx: Context, interval: float | None) -> None:
         except ShipperError as exc:
             failures += 1
             log.error("sync pass failed (%d in a row): %s", failures, exc)
-        except Exception:  # e.g. Elasticsearch or MLflow down between passes: back off, never exit
+        except Exception as exc:  # e.g. Elasticsearch or MLflow down between passes: back off, never exit
             failures += 1
-            log.exception("sync pass failed unexpectedly (%d in a row)", failures)
+            from elasticsearch import ApiError, TransportError
+
+            if isinstance(exc, ApiError | TransportError):  # said in a sentence, without a traceback
+                from shipper.sink.client import connectivity_error
+
+                log.error("sync pass failed (%d in a row): %s", failures, connectivity_error(exc))
+            else:
+                log.exception("sync pass failed unexpectedly (%d in a row)", failures)
         stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
     log.info("stopped")
 
@@ -331,5 +386,31 @@ from shipper.compare_cli import compare  # noqa: E402
 main_group.add_command(compare)
 
 
+def _format_asked(argv: list[str]) -> str | None:
+    for position, arg in enumerate(argv):
+        if arg == "--log-format" and position + 1 < len(argv):
+            return argv[position + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
+
+
 def main() -> None:
-    main_group(prog_name="shipper")
+    from shipper import logs
+
+    fmt = _format_asked(sys.argv[1:])
+    try:
+        main_group(prog_name="shipper")
+    except ShipperError as exc:  # raised outside a command's own handling
+        logs.fail(exc, exc.exit_code, type(exc).__name__, fmt)
+    except Exception as exc:  # a bug: one sentence, and the traceback only where asked for
+        log.debug("unexpected error", exc_info=True)
+        logs.fail(
+            RuntimeError(
+                f"unexpected {type(exc).__name__}: {str(exc)[:500]}; this is a bug in the shipper: "
+                "run again with SHIPPER_LOG_LEVEL=DEBUG for the traceback and report it"
+            ),
+            1,
+            type(exc).__name__,
+            fmt,
+        )

@@ -12,6 +12,7 @@ read by the MLflow client, not here.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -32,6 +34,23 @@ _FOREIGN_PREFIXES = ("SHIPPER_STACK_",)
 CONFIG_FILE_ENV = "SHIPPER_CONFIG_FILE"
 # What Kibana accepts as a space id (lower case, digits, `_`, `-`).
 _SPACE_ID = re.compile(r"[a-z0-9_-]+")
+
+
+# An Azure ML workspace's resource id, as the portal's "JSON view" and `az ml workspace show` give it.
+WORKSPACE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/[^/]+/?$",
+    re.IGNORECASE,
+)
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def split_csv(text: str) -> list[str]:
@@ -130,6 +149,14 @@ class Settings(BaseSettings):
     )
     sync_interval_seconds: float = Field(
         default=60.0, gt=0, description="Pause between passes of `shipper run`."
+    )
+    mlflow_connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="How long `check`, `sync` and `run` wait for the MLflow tracking server's first "
+        "answer (one try, no retries) before exiting 3. Later requests follow MLflow's own "
+        "MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES.",
     )
 
     # --- Writing -------------------------------------------------------------------------------
@@ -275,10 +302,32 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str) -> str:
         for url in value.split(","):
             url = url.strip()
-            if not url.startswith(("http://", "https://")):
+            if not _is_http_url(url):
                 raise ValueError(
-                    f"{url!r} is not an http(s) URL; write it as https://host:9200 (scheme included)"
+                    f"{url!r} is not an http(s) URL with a host; write it as https://host:9200 (scheme "
+                    "included)"
                 )
+        return value
+
+    @field_validator("kibana_url", "webhook_entra_jwks_url")
+    @classmethod
+    def _check_optional_url(cls, value: str | None) -> str | None:
+        if value is not None and not _is_http_url(value.strip()):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL with a host; write it as https://host:5601 (scheme "
+                "included)"
+            )
+        return value
+
+    @field_validator("azureml_workspaces")
+    @classmethod
+    def _check_workspaces(cls, value: list[str]) -> list[str]:
+        wrong = [v for v in value if not WORKSPACE_ID.match(v)]
+        if wrong:
+            raise ValueError(
+                f"{wrong[0]!r} is not a workspace resource id; write it as /subscriptions/<id>/"
+                "resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/<name>"
+            )
         return value
 
     @model_validator(mode="after")
@@ -443,11 +492,161 @@ def load_settings(config_file: Path | None = None) -> Settings:
     except SettingsError as exc:
         raise ConfigError([*problems, str(exc)]) from None
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            label = env_name(where) if where else "settings"
-            problems.append(f"{label}: {error['msg']}")
+        problems += [describe_error(error) for error in exc.errors()]
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+_EXAMPLES = {
+    "int": "a whole number such as 5000",
+    "float": "a number such as 60 or 0.5",
+    "bool": "true or false",
+    "datetime": "an ISO 8601 time such as 2025-01-31T00:00:00Z",
+}
+
+
+def _is_secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is not None and "SecretStr" in str(info.annotation)
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error -> `SHIPPER_X='value': what is wrong; what to write instead`, in our words.
+
+    Secret settings never show their value."""
+    loc = [str(part) for part in error.get("loc", ())]
+    field = loc[0] if loc else ""
+    label = env_name(field) if field else ""
+    given = error.get("input")
+    if field and not _is_secret(field) and isinstance(given, str | int | float | bool):
+        label += f"={given!r}"
+    ctx = error.get("ctx") or {}
+    kind = error.get("type", "")
+    bounds = {
+        "greater_than": ("more than", "gt"),
+        "greater_than_equal": ("at least", "ge"),
+        "less_than": ("less than", "lt"),
+        "less_than_equal": ("at most", "le"),
+    }
+    if kind == "value_error":
+        text = str(ctx.get("error", error.get("msg", "")))
+    elif kind in bounds:
+        words, key = bounds[kind]
+        text = f"must be {words} {ctx.get(key)}; change the value"
+    elif kind in ("int_parsing", "int_from_float", "int_type"):
+        text = f"is not a whole number; write {_EXAMPLES['int']}"
+    elif kind in ("float_parsing", "float_type"):
+        text = f"is not a number; write {_EXAMPLES['float']}"
+    elif kind in ("bool_parsing", "bool_type"):
+        text = f"is not a yes/no value; write {_EXAMPLES['bool']}"
+    elif kind.startswith(("datetime", "date_")):
+        text = f"is not a time; write {_EXAMPLES['datetime']}"
+    elif kind in ("literal_error", "enum"):
+        text = f"is not one of {ctx.get('expected', 'the allowed values')}; use one of those"
+    elif kind in ("string_too_short", "too_short"):
+        text = "is empty; give a value or unset the variable"
+    elif kind == "missing":
+        text = "is required; set it"
+    else:  # a kind this table does not know yet: pydantic's words, with the place and the way out
+        text = f"{error.get('msg', 'is not valid')}; see `shipper validate --help` and the README's table"
+    return f"{label}: {text}" if label else text
+
+
+# Tracking store schemes the MLflow client knows without plugins; plugins add theirs through the
+# `mlflow.tracking_store` entry point group (azureml-mlflow adds `azureml`).
+_MLFLOW_SCHEMES = ("http", "https", "file", "databricks", "databricks-uc", "uc")
+_MLFLOW_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+MLFLOW_URI_HELP = (
+    "export MLFLOW_TRACKING_URI=https://mlflow.example:5000 (your tracking server), or the "
+    "workspace's azureml://... URI (`az ml workspace show --query mlflow_tracking_uri`, with "
+    "pip install 'shipper[azure]')"
+)
+
+
+def redact_uri(uri: str) -> str:
+    """A URI as it may be printed: a password in it (`https://user:secret@host`) becomes `***`."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def _plugin_schemes() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+
+
+def mlflow_tracking_uri(environ: dict[str, str] | None = None) -> str:
+    """MLflow's own MLFLOW_TRACKING_URI, checked offline; raise ConfigError naming what is wrong.
+
+    The MLflow client would fall back to a local store (creating ./mlflow.db) when it is unset,
+    and fails late, with its own traceback, on a scheme it cannot serve: both are caught here."""
+    environ = dict(os.environ) if environ is None else environ
+    uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        raise ConfigError(
+            [f"MLFLOW_TRACKING_URI is not set: the shipper reads MLflow there; {MLFLOW_URI_HELP}"]
+        )
+    problem = mlflow_uri_problem(uri)
+    if problem:
+        raise ConfigError([problem])
+    return uri
+
+
+def mlflow_uri_problem(uri: str) -> str | None:
+    """What is wrong with a tracking URI, offline, or None."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    named = f"MLFLOW_TRACKING_URI={redact_uri(uri)!r}"
+    if not scheme or (len(scheme) == 1 and os.name == "nt"):  # a bare path: a local file store
+        return None
+    if scheme in ("http", "https"):
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return f"{named} has a port that is not a number; write it as https://host:5000"
+        if not parts.hostname:
+            return f"{named} has no host; write it as https://host:5000"
+        return None
+    if scheme in _MLFLOW_SCHEMES:
+        return None
+    if scheme.split("+", 1)[0] in _MLFLOW_SQL_SCHEMES:
+        if importlib.util.find_spec("sqlalchemy") is None:
+            return (
+                f"{named} is a database store, which needs SQLAlchemy; point the shipper at the "
+                "tracking server's http(s) URL instead (or pip install sqlalchemy)"
+            )
+        return None
+    plugins = _plugin_schemes()
+    if scheme == "azureml":
+        if scheme not in plugins:
+            return (
+                f"{named} needs the azureml-mlflow plugin, which is not installed; "
+                "pip install 'shipper[azure]'"
+            )
+        if not parts.hostname or not re.search(
+            r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+            r"Microsoft\.MachineLearningServices/workspaces/[^/]+",
+            parts.path,
+            re.IGNORECASE,
+        ):
+            return (
+                f"{named} is not a workspace's MLflow URI; it looks like azureml://<region>.api.azureml.ms/"
+                "mlflow/v1.0/subscriptions/<id>/resourceGroups/<group>/providers/"
+                "Microsoft.MachineLearningServices/workspaces/<name> "
+                "(`az ml workspace show --query mlflow_tracking_uri` prints it)"
+            )
+        return None
+    if scheme in plugins:
+        return None
+    known = sorted({*_MLFLOW_SCHEMES, *_MLFLOW_SQL_SCHEMES, "azureml", *plugins})
+    hint = difflib.get_close_matches(scheme, known, n=1)
+    fix = f"did you mean {hint[0]}://?" if hint else f"use one of {', '.join(known)}"
+    return f"{named}: the MLflow client has no tracking store for the scheme {scheme!r}; {fix}"

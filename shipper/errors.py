@@ -42,3 +42,19 @@ class KibanaImportError(ShipperError):
     message lists each object that failed, why, and the fix."""
 
     exit_code = 6
+
+
+def summarise_body(body: object, limit: int = 200) -> str:
+    """What a server answered, in a few words: an HTML page by its title, anything else by its
+    first characters on one line. Error pages of proxies and web servers are summarised, not dumped."""
+    import html
+    import re
+
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    stripped = text.lstrip()
+    if stripped[:15].lower().startswith(("<!doctype html", "<html")) or "<body" in text[:2000].lower():
+        found = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        title = " ".join(html.unescape(found.group(1)).split())[:120] if found else ""
+        return f"an HTML page titled {title!r}" if title else "an HTML page"
+    flat = " ".join(text.split())
+    return repr(flat[:limit] + ("..." if len(flat) > limit else ""))

@@ -38,7 +38,6 @@ from tenacity import (
 
 from shipper.azure.events import Workspace
 from shipper.azure.jobs import JobsClient, classify, describe, job_fields
-from shipper.errors import ShipperError
 from shipper.sink.bulk import BulkWriter
 from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import iso, run_entity
@@ -319,7 +318,7 @@ class Enricher:
             upsert_entities(self.client, self.writer, [run_entity(request.run_id, request.stamp, view)])
             if actions:
                 self.writer.write(actions)
-        except (ShipperError, Exception) as exc:
+        except Exception as exc:  # ShipperError included: the enrichment is lost, the event is not
             metrics.ENRICHMENTS.labels(outcome="write_failed").inc()
             log.error("could not write the enrichment of run %s: %s", request.run_id, exc)
             return result

@@ -11,8 +11,10 @@ The subscription validation handshake of the Event Grid schema arrives as a deli
 `Microsoft.EventGrid.SubscriptionValidationEvent`; `Delivery.validation_code` carries its code.
 
 `InvalidPayload` is raised for a body that can never be accepted however often it is sent (not
-JSON, wrong shape, an event without id, type or a readable time, too many events). It lists every
-problem found, so the dead letter says all that is wrong at once.
+JSON, wrong shape, too many events, or no event of it readable). It lists every problem found, so
+the dead letter says all that is wrong at once. A batch in which only some events are unreadable
+(without id, type or a readable time) is not refused: `Delivery.invalid` holds those, each with
+its problems and its original, and `Delivery.events` the good ones.
 """
 
 from __future__ import annotations
@@ -111,11 +113,22 @@ class Event:
 
 
 @dataclass(frozen=True)
+class InvalidEvent:
+    """One event of a batch that can never be accepted, beside good ones: it is dead-lettered with
+    `raw` (the item as it came) while the good events of its batch are written."""
+
+    position: int
+    problems: list[str]
+    raw: Any
+
+
+@dataclass(frozen=True)
 class Delivery:
     schema: Schema
     events: list[Event]
     validation_code: str | None = None
     validation_url: str | None = None
+    invalid: list[InvalidEvent] = field(default_factory=list)
 
     @property
     def is_validation(self) -> bool:
@@ -330,12 +343,17 @@ def parse_delivery(
 
     problems: list[str] = []
     events: list[Event] = []
+    invalid: list[InvalidEvent] = []
     parse = _cloud_event if schema == "CloudEvent" else _eventgrid_event
     for position, item in enumerate(items):
+        before = len(problems)
         event = parse(item, f"event {position}", problems)
         if event is not None:
             events.append(event)
-    if problems:
+        elif len(problems) > before:
+            invalid.append(InvalidEvent(position, problems[before:], item))
+    validating = any(e.type == SUBSCRIPTION_VALIDATION for e in events)
+    if problems and (not events or validating):
         raise InvalidPayload(problems)
 
     validation = [e for e in events if e.type == SUBSCRIPTION_VALIDATION]
@@ -346,4 +364,5 @@ def parse_delivery(
             raise InvalidPayload(["subscription validation event without a `data.validationCode`"])
         url = data.get("validationUrl")
         return Delivery(schema, events, code, url if isinstance(url, str) else None)
-    return Delivery(schema, events)
+    # Some events are bad, others good: the good ones are written, the bad ones dead-lettered.
+    return Delivery(schema, events, invalid=invalid)

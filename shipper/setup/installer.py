@@ -151,7 +151,7 @@ def install(
                     f"({_reason(exc)}); if another index template matches the same indices with the "
                     "same priority, lower its priority or narrow its index_patterns"
                 ) from None
-            log.info("%s", change.describe())
+            log.debug("%s", change.describe())  # the command prints each change once
             if change.asset.applies_to:
                 _update_existing_mappings(client, change.asset)
     return changes

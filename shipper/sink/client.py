@@ -10,7 +10,7 @@ from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.serializer import JsonSerializer
 
 from shipper.config import Settings
-from shipper.errors import ConnectivityError
+from shipper.errors import ConnectivityError, summarise_body
 
 try:  # orjson is a declared dependency; the fallback only keeps odd installs working
     from elasticsearch.serializer import OrjsonSerializer as _Serializer
@@ -65,7 +65,22 @@ def _connectivity(exc: Exception) -> ConnectivityError:
             "SHIPPER_ELASTICSEARCH_API_KEY, SHIPPER_ELASTICSEARCH_USERNAME/PASSWORD or the bearer token"
         )
     if isinstance(exc, ApiError):
-        return ConnectivityError(f"Elasticsearch answered HTTP {exc.meta.status}: {exc.message}")
+        said = summarise_body(exc.body if exc.body is not None else exc.message)
+        if said.startswith("an HTML page"):
+            return ConnectivityError(
+                f"the server at SHIPPER_ELASTICSEARCH_URL answered HTTP {exc.meta.status} with {said}: it "
+                "is not Elasticsearch (a web server, proxy or another service); point "
+                "SHIPPER_ELASTICSEARCH_URL at Elasticsearch's HTTP port (9200 by default)"
+            )
+        return ConnectivityError(f"Elasticsearch answered HTTP {exc.meta.status}: {said}")
+    if isinstance(exc, TlsError) and any(
+        sign in str(exc.message) for sign in ("WRONG_VERSION_NUMBER", "record layer failure", "packet length")
+    ):
+        return ConnectivityError(
+            "SHIPPER_ELASTICSEARCH_URL asks for TLS (https), but the server at that address answers in "
+            "plain HTTP; write it with http://, or turn on TLS on Elasticsearch "
+            "(xpack.security.http.ssl)"
+        )
     if isinstance(exc, TlsError):
         return ConnectivityError(
             f"TLS with Elasticsearch failed ({exc.message}); set SHIPPER_ELASTICSEARCH_CA_CERTS to the PEM "
@@ -90,6 +105,11 @@ def _ingest_processors(client: Elasticsearch) -> frozenset[str]:
         types = frozenset(p["type"] for p in node.get("ingest", {}).get("processors", []))
         common = types if common is None else common & types
     return common or frozenset()
+
+
+def connectivity_error(exc: Exception) -> ConnectivityError:
+    """An Elasticsearch client error as a sentence with the fix."""
+    return _connectivity(exc)
 
 
 def probe(client: Elasticsearch) -> Capabilities:

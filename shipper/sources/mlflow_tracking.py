@@ -10,63 +10,106 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from shipper import telemetry
-from shipper.errors import ConnectivityError
+from shipper.errors import ConfigError, ConnectivityError, summarise_body
+from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 log = logging.getLogger(__name__)
 
 RUNS_PAGE = 1000
+UNKNOWN = -1  # the time and step of a latest point the client did not report
 MODELS_PAGE = 1000
 
 
 class MlflowSource:
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from mlflow import MlflowClient  # imported late: it is the slowest import we have
+        from shipper.config import mlflow_tracking_uri, redact_uri
 
         # MLFLOW_TRACKING_URI is the contract; read it here so that an in-process
-        # mlflow.set_tracking_uri() elsewhere cannot redirect the shipper.
-        self._client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-        self.tracking_uri = self._client.tracking_uri
+        # mlflow.set_tracking_uri() elsewhere cannot redirect the shipper. Checked first: unset, the
+        # client would quietly create a local ./mlflow.db.
+        uri = tracking_uri or mlflow_tracking_uri()
+        self._client: Any
+        self._rest: MlflowRest | None = None
+        self._rest_store: Any = None
+        if usable_for(uri):  # a plain tracking server: its REST API, without importing mlflow
+            self._client = self._rest = MlflowRest(uri)
+        else:
+            self._client = _mlflow_client(uri)
+            self._rest_store = _rest_store_of(self._client)
+        self.tracking_uri = redact_uri(str(self._client.tracking_uri))  # for messages: no password
         self.requests: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._rest_store = _rest_store_of(self._client)
 
     def _count(self, kind: str) -> None:
         with self._lock:  # histories are read from several threads
             self.requests[kind] = self.requests.get(kind, 0) + 1
         telemetry.MLFLOW_REQUESTS.labels(kind=kind).inc()
 
-    def ping(self) -> int:
-        """Raise ConnectivityError unless the server answers; return the number of experiments seen."""
+    def ping(self, timeout: float = 10.0) -> None:
+        """Raise ConnectivityError unless the tracking server answers one request within `timeout`
+        seconds: one try, no retries, so an unreachable server is reported at once."""
+        if self._rest is not None:
+            try:
+                response = self._rest.request(
+                    "POST",
+                    "/api/2.0/mlflow/experiments/search",
+                    body={"max_results": 1},
+                    retries=False,
+                    timeout=timeout,
+                )
+            except Exception as exc:
+                raise ConnectivityError(unreachable_message(self.tracking_uri, exc, timeout)) from None
+            if response.status != 200:
+                raise ConnectivityError(refused_message(self.tracking_uri, response.status, response.data))
+            return
+        if self._rest_store is None:  # a local store: nothing to reach
+            try:
+                self._client.search_experiments(max_results=1)
+            except Exception as exc:
+                raise ConnectivityError(
+                    f"cannot read the MLflow store at {self.tracking_uri}: {str(exc)[:300]}; check "
+                    "MLFLOW_TRACKING_URI"
+                ) from None
+            return
+        from mlflow.utils.rest_utils import http_request
+
         try:
-            page = self._client.search_experiments(max_results=1)
-        except Exception as exc:  # the client raises many types; all mean "not reachable/usable"
+            response = http_request(  # type: ignore[no-untyped-call]
+                host_creds=self._rest_store.get_host_creds(),
+                endpoint="/api/2.0/mlflow/experiments/search",
+                method="POST",
+                json={"max_results": 1},
+                max_retries=0,
+                backoff_factor=0,
+                timeout=max(1, math.ceil(timeout)),
+            )
+        except Exception as exc:
+            raise ConnectivityError(unreachable_message(self.tracking_uri, exc, timeout)) from None
+        if response.status_code != 200:
             raise ConnectivityError(
-                f"cannot read the MLflow tracking server at {self.tracking_uri} ({type(exc).__name__}: "
-                f"{str(exc)[:300]}); check MLFLOW_TRACKING_URI and its credentials"
-            ) from None
-        return len(page)
+                refused_message(self.tracking_uri, response.status_code, response.content)
+            )
 
     def experiments(self) -> list[Experiment]:
         """Every experiment, deleted ones included (their runs may still matter to dashboards)."""
-        from mlflow.entities import ViewType
-
         found: list[Experiment] = []
         token = None
         while True:
             self._count("search_experiments")
-            page = self._client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+            page = self._client.search_experiments(view_type=VIEW_ALL, max_results=1000, page_token=token)
             found += [Experiment(id=str(e.experiment_id), name=str(e.name)) for e in page]
             token = page.token
             if not token:
@@ -74,8 +117,6 @@ class MlflowSource:
         return sorted(found, key=lambda e: e.id)
 
     def runs(self, experiment_ids: Sequence[str], since: datetime | None = None) -> Iterator[Run]:
-        from mlflow.entities import ViewType
-
         if not experiment_ids:
             return
         filter_string = ""
@@ -87,7 +128,7 @@ class MlflowSource:
             page = self._client.search_runs(
                 experiment_ids=list(experiment_ids),
                 filter_string=filter_string,
-                run_view_type=ViewType.ALL,
+                run_view_type=VIEW_ALL,
                 max_results=RUNS_PAGE,
                 # A stable order keeps pages consistent while runs are being created.
                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
@@ -101,13 +142,13 @@ class MlflowSource:
 
     def runs_by_id(self, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> dict[str, Run]:
         """Several runs at once (a search per 100 ids instead of a request per run)."""
-        from mlflow.entities import ViewType
-
         found: dict[str, Run] = {}
         ids = sorted(set(run_ids))
         for start in range(0, len(ids), 100):
             chunk = ids[start : start + 100]
-            quoted = ", ".join(f"'{run_id}'" for run_id in chunk if run_id.isalnum())
+            quoted = run_id_list(chunk)
+            for odd in (run_id for run_id in chunk if not _QUOTABLE_ID.match(run_id)):
+                found.update(self._run_by_id(odd))  # cannot be quoted in a filter: one request each
             if not quoted:
                 continue
             token = None
@@ -116,7 +157,7 @@ class MlflowSource:
                 page = self._client.search_runs(
                     experiment_ids=list(experiment_ids),
                     filter_string=f"attributes.run_id IN ({quoted})",
-                    run_view_type=ViewType.ALL,
+                    run_view_type=VIEW_ALL,
                     max_results=RUNS_PAGE,
                     page_token=token,
                 )
@@ -126,13 +167,24 @@ class MlflowSource:
                     break
         return found
 
+    def _run_by_id(self, run_id: str) -> dict[str, Run]:
+        self._count("get_run")
+        try:
+            return {run_id: run_record(self._client.get_run(run_id))}
+        except LookupError:  # MlflowRest: no such run
+            return {}
+        except Exception as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":  # the MLflow client's way
+                return {}
+            raise
+
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         return [point for page in self.metric_history_pages(run_id, key) for point in page]
 
     def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
         """A metric's full history, page by page, so a long one never sits in memory whole."""
         self._count("get_metric_history")
-        if self._rest_store is not None:
+        if self._rest is not None or self._rest_store is not None:
             yield from self._rest_history(run_id, key)
         else:
             yield [_metric(m) for m in self._client.get_metric_history(run_id, key)]
@@ -146,18 +198,12 @@ class MlflowSource:
         directly, still through MLflow's own `http_request` with the store's credentials, TLS
         settings and retries. Servers that predate paging answer with everything in one page.
         """
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-        store = self._rest_store
         token: str | None = None
         while True:
             params = {"run_id": run_id, "run_uuid": run_id, "metric_key": key, "max_results": HISTORY_PAGE}
             if token:
                 params["page_token"] = token
-            response = http_request(  # type: ignore[no-untyped-call]
-                host_creds=store.get_host_creds(), endpoint=HISTORY_ENDPOINT, method="GET", params=params
-            )
-            body = orjson.loads(verify_rest_response(response, HISTORY_ENDPOINT).content or b"{}")
+            body = self._get_json(HISTORY_ENDPOINT, params)
             # Proto3 JSON leaves out zero values, hence the defaults.
             yield [
                 MetricPoint(
@@ -171,6 +217,17 @@ class MlflowSource:
             token = body.get("next_page_token")
             if not token:
                 return
+
+    def _get_json(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self._rest is not None:
+            return self._rest.get_json(endpoint, params)
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        response = http_request(  # type: ignore[no-untyped-call]
+            host_creds=self._rest_store.get_host_creds(), endpoint=endpoint, method="GET", params=params
+        )
+        found = orjson.loads(verify_rest_response(response, endpoint).content or b"{}")
+        return found if isinstance(found, dict) else {}
 
     def model_versions(self) -> list[ModelVersion]:
         found: list[ModelVersion] = []
@@ -228,8 +285,96 @@ def metric_value(raw: Any) -> float:
     return value
 
 
+# Run ids a search filter can quote: MLflow's own (hex), Azure ML job names (`AutoML_<uuid>_5`,
+# `sharp_tomato_3xk`, `pipe-7f3a`) and the like. Anything else is fetched by id.
+_QUOTABLE_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def run_id_list(run_ids: Sequence[str]) -> str:
+    """The quotable ids as the inside of an `attributes.run_id IN (...)` filter."""
+    return ", ".join(f"'{run_id}'" for run_id in run_ids if _QUOTABLE_ID.match(run_id))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unreachable_message(uri: str, exc: BaseException, timeout: float) -> str:
+    """Why one request to the tracking server got no HTTP answer, as a sentence with the fix."""
+    text = " ".join(str(e) for e in _causes(exc))
+    names = {type(e).__name__ for e in _causes(exc)}
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
+        return (
+            f"MLFLOW_TRACKING_URI={uri} asks for TLS (https), but the server at that address answers in "
+            "plain HTTP; write it with http://, or put TLS in front of the server"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in names:
+        return (
+            f"the TLS certificate of the MLflow tracking server at {uri} is not trusted; set "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH to the PEM file of the CA that signed it"
+        )
+    if names & {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "ConnectTimeoutError"} or (
+        "timed out" in text
+    ):
+        return (
+            f"the MLflow tracking server at {uri} did not answer within {timeout:g} s; check that it is "
+            "up and that MLFLOW_TRACKING_URI is its address (SHIPPER_MLFLOW_CONNECT_TIMEOUT_SECONDS "
+            "allows more time)"
+        )
+    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolution" in text:
+        host = urlsplit(uri).hostname
+        return f"the host {host!r} of MLFLOW_TRACKING_URI={uri} is not known to DNS; check the name"
+    if "Connection refused" in text or "ConnectionRefusedError" in names:
+        return (
+            f"cannot reach the MLflow tracking server at {uri}: nothing accepts connections there; "
+            "start it (`mlflow server`) or correct MLFLOW_TRACKING_URI"
+        )
+    reason = str(exc).split(" failed with exception ", 1)[-1]
+    return (
+        f"cannot reach the MLflow tracking server at {uri} ({reason[:200]}); check that it is up and "
+        "that MLFLOW_TRACKING_URI is its address"
+    )
+
+
+def refused_message(uri: str, status: int, body: bytes) -> str:
+    """A non-200 answer to the first request, as a sentence with the fix."""
+    said = summarise_body(body)
+    if status in (401, 403):
+        return (
+            f"the MLflow tracking server at {uri} refused the credentials (HTTP {status}); set "
+            "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (for "
+            "azureml://, sign in with `az login` or a managed identity)"
+        )
+    if said.startswith("an HTML page"):
+        return (
+            f"{uri} answered HTTP {status} with {said}, not the MLflow REST API; check that "
+            "MLFLOW_TRACKING_URI is the tracking server's base URL (no path such as /#/experiments)"
+        )
+    return f"the MLflow tracking server at {uri} answered HTTP {status}: {said}; check MLFLOW_TRACKING_URI"
+
+
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history"
 HISTORY_PAGE = 25_000
+
+
+def _mlflow_client(uri: str) -> Any:
+    """The MLflow client, for every URI the REST reader does not serve."""
+    from mlflow import MlflowClient  # imported late: it is the slowest import we have
+
+    from shipper import logs
+
+    logs.quiet_libraries()  # mlflow sets up its own loggers when imported
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # the client's own words for a URI it cannot serve
+        raise ConfigError(
+            [f"MLFLOW_TRACKING_URI={uri!r} cannot be used by the MLflow client: {str(exc)[:300]}"]
+        ) from None
 
 
 def _rest_store_of(client: Any) -> Any:
@@ -265,10 +410,11 @@ def _metric(m: Any) -> MetricPoint:
 def run_record(run: Any) -> Run:
     info, data = run.info, run.data
     metric_objs = getattr(data, "_metric_objs", None)
+    exact = metric_objs is not None
     if metric_objs is not None:
         latest = {m.key: _metric(m) for m in metric_objs}
-    else:  # pragma: no cover - older clients expose only key -> value
-        latest = {k: MetricPoint(k, metric_value(v), 0, 0) for k, v in data.metrics.items()}
+    else:  # clients that expose only key -> value: the latest point's time and step are unknown
+        latest = {k: MetricPoint(k, metric_value(v), UNKNOWN, UNKNOWN) for k, v in data.metrics.items()}
     return Run(
         id=str(info.run_id),
         name=str(info.run_name or ""),
@@ -282,6 +428,7 @@ def run_record(run: Any) -> Run:
         params=dict(data.params),
         tags=dict(data.tags),
         latest_metrics=latest,
+        latest_exact=exact,
     )
 
 

@@ -38,6 +38,9 @@ class Run:
     tags: dict[str, str] = field(default_factory=dict)
     # The latest point of each metric key, as the tracking server reports it with the run.
     latest_metrics: dict[str, MetricPoint] = field(default_factory=dict)
+    # False when the client reported only each metric's latest value, not its time and step: then
+    # nothing tells a new point from an old one, and every history is read on every pass.
+    latest_exact: bool = True
 
 
 @dataclass(frozen=True)

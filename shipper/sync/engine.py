@@ -203,6 +203,16 @@ class SyncEngine:
         self._readers: ThreadPoolExecutor | None = None
 
     def run_pass(self, full: bool = False, stop: threading.Event | None = None) -> PassSummary:
+        """One pass; `shipper_sync_passes_total{outcome="ok"|"failed"}` counts it either way."""
+        try:
+            summary = self._run_pass(full, stop)
+        except Exception:
+            telemetry.SYNC_PASSES.labels(outcome="failed").inc()
+            raise
+        telemetry.SYNC_PASSES.labels(outcome="ok").inc()
+        return summary
+
+    def _run_pass(self, full: bool, stop: threading.Event | None) -> PassSummary:
         started = time.monotonic()
         self.summary = summary = PassSummary()
         stamp = int(self.clock() * 1000)
@@ -245,7 +255,6 @@ class SyncEngine:
             if self.progress is not None:
                 self.progress.done()
         summary.seconds = time.monotonic() - started
-        telemetry.SYNC_PASSES.labels(outcome="ok").inc()
         telemetry.DOCUMENTS.labels(family="mlflow", outcome="written").inc(summary.writes.written)
         telemetry.DOCUMENTS.labels(family="mlflow", outcome="noop").inc(summary.writes.noop)
         telemetry.DOCUMENTS.labels(family="mlflow", outcome="dead_lettered").inc(summary.writes.dead_lettered)
@@ -263,9 +272,12 @@ class SyncEngine:
         summary = self.summary
         summary.runs_seen += 1
         entity = run_write(run, experiment, link, stamp)
-        run_fp = fingerprint(entity.doc)
+        # The latest points' times and steps are part of it: a new point whose value equals the
+        # last one changes nothing else in the run document.
+        marks = {key: (p.timestamp, p.step) for key, p in run.latest_metrics.items()}
+        run_fp = fingerprint({"run": entity.doc, "latest": marks})
         link_fp = fingerprint(link.fields())
-        if checkpoint is not None and checkpoint.fingerprint == run_fp:
+        if checkpoint is not None and checkpoint.fingerprint == run_fp and run.latest_exact:
             summary.runs_unchanged += 1
             return
         keys = dict(checkpoint.keys) if checkpoint is not None else {}
@@ -276,7 +288,7 @@ class SyncEngine:
         wanted = [
             key
             for key, latest in sorted(run.latest_metrics.items())
-            if reread_all or key not in keys or keys[key].latest != _latest_fp(latest)
+            if reread_all or not run.latest_exact or key not in keys or keys[key].latest != _latest_fp(latest)
         ]
         for key, pages in self._histories(run, wanted):
             latest = run.latest_metrics[key]

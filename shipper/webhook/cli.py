@@ -15,8 +15,9 @@ from shipper.errors import ConfigError, ShipperError
 
 
 def _fail(exc: ShipperError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+    from shipper import logs
+
+    logs.fail(exc, exc.exit_code, type(exc).__name__)
 
 
 @click.command()

@@ -132,6 +132,37 @@ def azure_jobs_client() -> JobsClient | None:
     return AzureMLJobs()
 
 
+def azure_credential_problem(timeout: float = 5.0) -> str | None:
+    """Why DefaultAzureCredential has no credential at all, or None. Asked once at start, so that a
+    machine without any Azure identity gets one line instead of a failed enrichment per event.
+
+    None also when a credential exists but its token request failed (Azure unreachable: enrichment
+    retries later) or is still running after `timeout` (a slow managed identity endpoint)."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential
+
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            DefaultAzureCredential().get_token("https://management.azure.com/.default")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name="azure-credential-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return None
+    exc = outcome[0]
+    # The chain raises with a cause when a configured credential failed, without one when every
+    # credential said it is not configured here.
+    if isinstance(exc, ClientAuthenticationError) and exc.__cause__ is None:
+        return "no Azure credential is configured on this machine (DefaultAzureCredential found none)"
+    log.info("the Azure credential could not get a token at start (%s); enrichment retries per run", exc)
+    return None
+
+
 def build_webhook(
     settings: Settings,
     *,
@@ -178,13 +209,24 @@ def build_webhook(
 
     enricher = None
     if enrich and settings.azureml_enrichment:
-        jobs = jobs if jobs is not None else azure_jobs_client()
         if jobs is None:
-            log.warning(
-                "job enrichment is off: azure-ai-ml is not installed (pip install 'shipper[azure]'); "
-                "set SHIPPER_AZUREML_ENRICHMENT=false to silence this"
-            )
-        else:
+            jobs = azure_jobs_client()
+            no_credential = azure_credential_problem() if jobs is not None else None
+            if no_credential is not None:
+                log.warning(
+                    "job enrichment is off: %s; events and runs are written without `azureml.job.*`. "
+                    "Give the shipper an identity that can read the workspace (AZURE_CLIENT_ID, "
+                    "AZURE_TENANT_ID and AZURE_CLIENT_SECRET, a managed or workload identity, or "
+                    "`az login`), or set SHIPPER_AZUREML_ENRICHMENT=false to silence this",
+                    no_credential,
+                )
+                jobs = None
+            elif jobs is None:
+                log.warning(
+                    "job enrichment is off: azure-ai-ml is not installed (pip install 'shipper[azure]'); "
+                    "set SHIPPER_AZUREML_ENRICHMENT=false to silence this"
+                )
+        if jobs is not None:
             enricher = Enricher(
                 jobs,
                 base,

@@ -1,15 +1,20 @@
 """One delivery in, one answer out, with Event Grid's retry rules in mind.
 
-    200  the whole batch is written (events, run documents); or the validation handshake
-    400  the payload can never succeed (not JSON, wrong shape, an event without id/type/time, too
-         big, too many events); it is written to the dead-letter index first
+    200  the whole batch is written (events, run documents); or the validation handshake. Also when
+         some events of a batch are unreadable (no id, type or time) beside good ones: the good ones
+         are written and each bad one is dead-lettered with its original, in the same bulk request.
+         Redelivery could never fix the bad ones, and a 400 would make Event Grid drop the good
+         ones with them; the body lists the dead letters (`dead_lettered`)
+    400  the payload can never succeed (not JSON, wrong shape, no readable event, too big, too
+         many events); it is written to the dead-letter index first
     403  an event's topic is outside SHIPPER_WEBHOOK_ALLOWED_TOPICS (nothing written)
     503  Elasticsearch is unreachable or pushing back, within the write budget; `Retry-After`
          is set and Event Grid retries (for up to 24 hours): nothing is lost
 
-Batches are all-or-none from the sender's view: a 200 means every event of it is written; after a
-503 the whole batch comes again, and because every document has a deterministic `_id` (the event
-id; the run id), the parts already written are overwritten, never duplicated.
+Batches are all-or-none from the sender's view: a 200 means every event of it is written (or, for
+an unreadable one, dead-lettered); after a 503 the whole batch comes again, and because every
+document has a deterministic `_id` (the event id; the run id), the parts already written are
+overwritten, never duplicated.
 
 After the write, and never delaying the answer: job enrichment is queued, notifications are
 queued, and a run that reached a terminal status triggers an MLflow sync pass.
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from shipper.azure.enrich import Enricher, EnrichRequest
@@ -99,10 +105,15 @@ class WebhookService:
 
     def unavailable(self, reason: str) -> Answer:
         metrics.DELIVERIES.labels(outcome="unavailable").inc()
-        log.warning("delivery answered 503 (Event Grid will retry): %s", reason)
+        log.warning("delivery answered 503 (Event Grid will deliver it again): %s", reason)
         return Answer(
             503,
-            {"error": "unavailable", "message": reason},
+            {
+                "error": "unavailable",
+                "message": f"{reason}; nothing of this delivery was lost: send it again after "
+                f"{self.retry_after} s (Event Grid redelivers a 503 by itself, for up to 24 hours)",
+                "retry_after_seconds": self.retry_after,
+            },
             {"Retry-After": str(self.retry_after)},
             outcome="unavailable",
         )
@@ -147,6 +158,13 @@ class WebhookService:
             actions.append(action)
             if run is not None:
                 runs.append((event, run, action))
+        letters = [
+            _letter(
+                orjson.dumps(bad.raw), "application/json", bad.problems, received, event_position=bad.position
+            )
+            for bad in delivery.invalid
+        ]
+        actions += letters
         try:
             # The event documents and the run documents are independent: written side by side,
             # so the answer waits for the slower of the two, not for both in turn.
@@ -167,15 +185,30 @@ class WebhookService:
                 ).inc()
             return self.unavailable(_reason(exc))
         except ShipperError as exc:
-            return self.unavailable(str(exc))
+            return self.unavailable(_reason(exc))
         for event in events:
             metrics.EVENTS.labels(event_type=metrics.type_label(event.short_type), outcome="written").inc()
         for _, run, _ in runs:
             if run.status:
                 metrics.RUN_STATUSES.labels(status=run.status).inc()
-        metrics.DELIVERIES.labels(outcome="accepted").inc()
+        body: dict[str, Any] = {"accepted": len(events), "runs": len({r.run_id for _, r, _ in runs})}
+        if letters:
+            metrics.EVENTS.labels(event_type="other", outcome="invalid").inc(len(letters))
+            body["dead_lettered"] = [
+                {"event": bad.position, "problems": bad.problems, "dead_letter_id": letter["_id"]}
+                for bad, letter in zip(delivery.invalid, letters, strict=True)
+            ]
+            log.warning(
+                "%d of %d events of a delivery are unreadable and were dead-lettered (%s); the other "
+                "%d are written",
+                len(letters),
+                len(letters) + len(events),
+                "; ".join(p for bad in delivery.invalid for p in bad.problems)[:500],
+                len(events),
+            )
+        metrics.DELIVERIES.labels(outcome="partial" if letters else "accepted").inc()
         self._after_write(events, runs, received)
-        return Answer(200, {"accepted": len(events), "runs": len({r.run_id for _, r, _ in runs})})
+        return Answer(200, body, outcome="partial" if letters else "accepted")
 
     def _carried(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The job details already on each run document: a new event's view keeps them until its
@@ -259,32 +292,8 @@ class WebhookService:
     ) -> Answer:
         """Dead-letter the payload (or, when too big, a summary of it), then answer 400; if even
         the dead letter cannot be written, answer 503 so the payload comes again."""
-        now = self.clock()
-        digest = hashlib.sha256(body).hexdigest()
-        original = body[:DEAD_LETTER_ORIGINAL_BYTES].decode("utf-8", errors="replace")
-        letter = {
-            "_op_type": "index",
-            "_index": DEAD_LETTER_INDEX,
-            # The same payload sent again is the same dead letter.
-            "_id": "webhook-" + digest[:40],
-            "_source": {
-                "@timestamp": iso(now),
-                "error": {"type": "invalid_payload", "message": "; ".join(problems)[:8000]},
-                "http": {"response": {"status_code": 400}},
-                "mlops": {
-                    "dead_letter": {
-                        "index": "mlops-events-*",
-                        "id": digest,
-                        "operation": "webhook",
-                        "source": "webhook",
-                        "original": original,
-                        "content_type": content_type,
-                        "bytes": declared_size if declared_size is not None else len(body),
-                        "truncated": truncated or len(body) > DEAD_LETTER_ORIGINAL_BYTES,
-                    }
-                },
-            },
-        }
+        letter = _letter(body, content_type, problems, self.clock(), declared_size, truncated)
+        digest = letter["_source"]["mlops"]["dead_letter"]["id"]
         try:
             self.writer.write([letter], max_retry_seconds=self.write_budget)
         except (WriteError, TransportError, ApiError) as exc:
@@ -301,9 +310,51 @@ class WebhookService:
         )
 
 
+def _letter(
+    body: bytes,
+    content_type: str | None,
+    problems: list[str],
+    now: datetime,
+    declared_size: int | None = None,
+    truncated: bool = False,
+    event_position: int | None = None,
+) -> dict[str, Any]:
+    """The dead-letter document of a payload (or of one event of a batch) that can never succeed."""
+    digest = hashlib.sha256(body).hexdigest()
+    original = body[:DEAD_LETTER_ORIGINAL_BYTES].decode("utf-8", errors="replace")
+    letter: dict[str, Any] = {
+        "_op_type": "index",
+        "_index": DEAD_LETTER_INDEX,
+        # The same payload (or event) sent again is the same dead letter.
+        "_id": "webhook-" + digest[:40],
+        "_source": {
+            "@timestamp": iso(now),
+            "error": {"type": "invalid_payload", "message": "; ".join(problems)[:8000]},
+            # 200 when the rest of its batch was written: the event, not the delivery, failed.
+            "http": {"response": {"status_code": 400 if event_position is None else 200}},
+            "mlops": {
+                "dead_letter": {
+                    "index": "mlops-events-*",
+                    "id": digest,
+                    "operation": "webhook" if event_position is None else "webhook-event",
+                    "source": "webhook",
+                    "original": original,
+                    "content_type": content_type,
+                    "bytes": declared_size if declared_size is not None else len(body),
+                    "truncated": truncated or len(body) > DEAD_LETTER_ORIGINAL_BYTES,
+                }
+            },
+        },
+    }
+    if event_position is not None:
+        letter["_source"]["mlops"]["dead_letter"]["event_position"] = event_position
+    return letter
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"Elasticsearch answered HTTP {exc.meta.status}"
     if isinstance(exc, TransportError):
         return f"Elasticsearch unreachable ({type(exc).__name__})"
-    return str(exc)
+    # The writers' own messages end with what a sync pass does next; a delivery is sent again instead.
+    return str(exc).split("; nothing was checkpointed", 1)[0].split("; the next pass", 1)[0]

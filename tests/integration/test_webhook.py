@@ -41,11 +41,7 @@ from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import run_entity, stamp
 from shipper.webhook.server import BackgroundServer, Webhook, build_webhook
 
-pytestmark = [
-    pytest.mark.integration,
-    # azure-ai-ml's schemas use marshmallow options marshmallow deprecates; not ours to fix.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning"),
-]
+pytestmark = pytest.mark.integration
 
 GOLDEN_JOBS = Path(__file__).resolve().parent.parent / "golden" / "azureml" / "jobs"
 WS = (
@@ -430,15 +426,56 @@ def test_malformed_payloads_are_400_after_dead_lettering(es: Elasticsearch, hook
     letter = dead_letter(es, reply.json()["dead_letter_id"])
     assert marker in letter["mlops"]["dead_letter"]["original"]
     assert "not JSON" in letter["error"]["message"]
-    # All or none: one bad event refuses the whole batch; its good events are not indexed.
-    good = status_event(unique("good-run"), "Running", NOW)
-    bad = {"eventType": STATUS_CHANGED, "eventTime": NOW.isoformat(), "data": {}}
-    reply = hook.post([good, bad])
+    # A batch of nothing but bad events can never succeed: 400, the whole payload dead-lettered.
+    bad = {"eventType": STATUS_CHANGED, "eventTime": NOW.isoformat(), "data": {"marker": unique("bad")}}
+    reply = hook.post([bad])
     assert reply.status == 400
-    assert reply.json()["problems"] == ["event 1: `id` is missing or not a non-empty string"]
-    assert count_events(es, [good["id"]]) == 0
+    assert reply.json()["problems"] == ["event 0: `id` is missing or not a non-empty string"]
     # The same bad payload again is the same dead letter, not a second one.
-    assert hook.post([good, bad]).json()["dead_letter_id"] == reply.json()["dead_letter_id"]
+    assert hook.post([bad]).json()["dead_letter_id"] == reply.json()["dead_letter_id"]
+
+
+def test_a_bad_event_costs_only_itself(es: Elasticsearch, hook: Hook) -> None:
+    """Good events of a batch are written; the bad one is dead-lettered with its original, and the
+    answer is 200: a redelivery could never fix the bad event, and a 400 would make Event Grid drop
+    the good ones with it."""
+    run_id = unique("beside-a-bad-one")
+    good = [status_event(run_id, "Running", NOW), status_event(unique("other"), "Queued", NOW)]
+    bad = {"eventType": STATUS_CHANGED, "eventTime": NOW.isoformat(), "data": {"marker": unique("bad")}}
+    reply = hook.post([good[0], bad, good[1]])
+    assert reply.status == 200, reply.json()
+    body = reply.json()
+    assert body["accepted"] == 2
+    (letter_ref,) = body["dead_lettered"]
+    assert letter_ref["event"] == 1
+    assert letter_ref["problems"] == ["event 1: `id` is missing or not a non-empty string"]
+    assert count_events(es, [e["id"] for e in good]) == 2
+    doc = run_doc(es, run_id)
+    assert doc is not None and doc["azureml"]["run"]["status"] == "Running"
+    letter = dead_letter(es, letter_ref["dead_letter_id"])
+    assert orjson.loads(letter["mlops"]["dead_letter"]["original"]) == bad
+    assert "`id` is missing" in letter["error"]["message"]
+    # Event Grid may still deliver it again: the same documents and the same dead letter.
+    again = hook.post([good[0], bad, good[1]])
+    assert again.json()["dead_lettered"] == body["dead_lettered"]
+    assert count_events(es, [e["id"] for e in good]) == 2
+
+
+def test_without_an_azure_credential_enrichment_is_off_with_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This machine has no Azure identity of any kind: DefaultAzureCredential finds none."""
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.INFO):
+        webhook = build_webhook(settings, sync_on_terminal=False)
+    webhook.stop()
+    assert webhook.enricher is None
+    lines = [r.getMessage() for r in caplog.records if "enrichment" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("job enrichment is off: no Azure credential is configured")
+    assert "SHIPPER_AZUREML_ENRICHMENT=false" in lines[0]
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 def test_oversized_body_is_400_with_a_summary_dead_lettered(
@@ -488,6 +525,9 @@ def test_elasticsearch_down_is_503_then_everything_is_written_once(
     elapsed = time.monotonic() - started
     assert reply.status == 503
     assert reply.headers["retry-after"] == "7"
+    message = reply.json()["message"]
+    assert "send it again after 7 s" in message and "Event Grid redelivers" in message
+    assert "pass" not in message  # a delivery is redelivered, not repeated by a sync pass
     assert elapsed < 15  # well within Event Grid's 30 s
     assert call("GET", f"{hook.url}/readyz").status == 503  # not ready while Elasticsearch is away
     # A payload that can never succeed cannot even be dead-lettered now: 503, so it comes again.
@@ -639,9 +679,15 @@ def test_enrichment_failure_never_loses_or_delays_the_event(
     doc = eventually(failed)
     assert "Azure is down" in doc["azureml"]["enrichment"]["error"]
     assert doc["azureml"]["run"]["status"] == "Failed"
-    (hit,) = events_with_ids(es, [event["id"]])
+
+    def event_failed() -> dict[str, Any]:
+        # The event document is updated just after the run document: wait for it too.
+        (hit,) = events_with_ids(es, [event["id"]])
+        assert hit["_source"]["azureml"]["enrichment"]["status"] == "failed"
+        return dict(hit)
+
+    hit = eventually(event_failed)
     assert "Azure is down" in hit["_source"]["error"]["message"]
-    assert hit["_source"]["azureml"]["enrichment"]["status"] == "failed"
 
 
 # -- follow-ups: notifications and the MLflow sync -------------------------------------------------

@@ -20,9 +20,6 @@ from shipper.azure.events import parse_workspace
 from shipper.azure.jobs import classify, job_fields, parse_environment
 from shipper.azure.rest_jobs import RestJsonJobs
 
-# azure-ai-ml's schemas use a marshmallow option that marshmallow deprecates; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
-
 JOBS = Path(__file__).resolve().parent.parent / "golden" / "azureml" / "jobs"
 WS = parse_workspace(
     "/subscriptions/9f2c4e1a-7b3d-4c55-8e0f-2a6b1d3c4e5f/resourceGroups/ml-prod/providers/"
