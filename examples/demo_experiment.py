@@ -19,12 +19,16 @@ EXPERIMENT = "demo-churn-classifier"
 MODEL = "demo-churn-model"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global EXPERIMENT, MODEL
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--again", action="store_true", help="log another set of runs even if the demo is already there"
     )
-    args = parser.parse_args()
+    parser.add_argument("--experiment", default=EXPERIMENT, help=f"experiment name (default {EXPERIMENT})")
+    parser.add_argument("--model", default=MODEL, help=f"registered model name (default {MODEL})")
+    args = parser.parse_args(argv)
+    EXPERIMENT, MODEL = args.experiment, args.model
     client = MlflowClient()
     if not args.again and client.search_registered_models(filter_string=f"name = '{MODEL}'"):
         versions = client.search_model_versions(filter_string=f"name = '{MODEL}'")

@@ -58,7 +58,7 @@ def run_demo(mlflow_uri: str, suffix: str) -> tuple[str, str]:
     demo.EXPERIMENT = f"demo-churn-classifier-{suffix}"
     demo.MODEL = f"demo-churn-model-{suffix}"
     mlflow.set_tracking_uri(mlflow_uri)
-    demo.main()
+    demo.main([])
     return demo.EXPERIMENT, demo.MODEL
 
 

@@ -16,10 +16,12 @@ Kibana is not run: what is replayed is our translation of each panel into the se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +40,10 @@ NDJSON = REPO / "kibana" / "mlops-saved-objects.ndjson"
 DEMO = REPO / "examples" / "demo_experiment.py"
 MODEL = "demo-churn-model"
 EXPERIMENT = "demo-churn-classifier"
-SCORING_INDEX = "logs-mlops.scoring-kibana-replay"
+# The scoring data stream of this run: `setup` makes every logs-mlops.scoring-* name a data stream,
+# which this Elasticsearch cannot delete, so each run writes a namespace of its own and the scoring
+# panels are replayed on it alone (other tests write other namespaces).
+SCORING_INDEX = f"logs-mlops.scoring-kibanareplay{uuid.uuid4().hex[:8]}"
 PNG = REPO / "docs" / "images" / "kibana-versions-parallel-coordinates.png"
 
 
@@ -64,6 +69,8 @@ def model_filter(name: str = MODEL) -> list[dict[str, Any]]:
 
 def replay(es: Any, lens_id: str, filters: list[dict[str, Any]] = (), **kw: Any) -> list[dict[str, Any]]:  # type: ignore[assignment]
     panel = kibana_replay.lens_panel(OBJECTS[("lens", lens_id)], DATA_VIEWS, filters=list(filters), **kw)
+    if panel.index == "logs-mlops.scoring-*":
+        panel = dataclasses.replace(panel, index=SCORING_INDEX)
     return kibana_replay.run(es, panel)
 
 
@@ -113,7 +120,7 @@ def demo(es_url: str, mlflow_uri: str, es: Any) -> Iterator[Truth]:
             mp.delenv(name)
         mp.setenv("SHIPPER_ELASTICSEARCH_URL", es_url)
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-        stale = list(es.indices.get(index="mlops-*,logs-mlops.scoring-kibana-*", expand_wildcards="all"))
+        stale = list(es.indices.get(index="mlops-*", expand_wildcards="all"))
         if stale:
             es.indices.delete(index=stale)
         shipper("setup")
@@ -380,11 +387,11 @@ def scoring_docs() -> list[dict[str, Any]]:
 
 
 def index_scoring_docs(es: Any) -> None:
-    from shipper.assets.scoring import scoring_mappings
-
-    es.indices.create(index=SCORING_INDEX, mappings=scoring_mappings())
+    # written as Filebeat and Logstash write: into the data stream that `shipper setup` templates
     for n, doc in enumerate(scoring_docs()):
-        es.index(index=SCORING_INDEX, id=str(n), document=doc)
+        es.index(index=SCORING_INDEX, id=str(n), document=doc, op_type="create")
+    backing = list(es.indices.get(index=SCORING_INDEX))
+    assert backing and all(name.startswith(".ds-") for name in backing), f"not a data stream: {backing}"
 
 
 def test_scoring_requests_are_counted_once(demo: Truth, es: Any) -> None:

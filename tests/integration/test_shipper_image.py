@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def _image_env(**extra: str) -> dict[str, str]:
 
 def test_image_runs_shipper_and_the_demo_trainer(image_venv: Path, stack: dict[str, str]) -> None:
     bin_dir = image_venv / "bin"
+    suffix = uuid.uuid4().hex[:8]
     version = subprocess.run(
         [str(bin_dir / "shipper"), "--version"], capture_output=True, text=True, timeout=60, check=False
     )
@@ -97,7 +99,15 @@ def test_image_runs_shipper_and_the_demo_trainer(image_venv: Path, stack: dict[s
     assert "mlflow:" in check.stdout
     # docker-compose.yml's `trainer` runs examples/demo_experiment.py on the shipper image
     trainer = subprocess.run(
-        [str(bin_dir / "python"), str(REPO / "examples" / "demo_experiment.py")],
+        [
+            str(bin_dir / "python"),
+            str(REPO / "examples" / "demo_experiment.py"),
+            # names of its own: the shared test MLflow may already hold the default demo
+            "--experiment",
+            f"demo-churn-classifier-{suffix}",
+            "--model",
+            f"demo-churn-model-{suffix}",
+        ],
         capture_output=True,
         text=True,
         env=_image_env(MLFLOW_TRACKING_URI=stack["MLFLOW_TRACKING_URI"]),
@@ -105,4 +115,4 @@ def test_image_runs_shipper_and_the_demo_trainer(image_venv: Path, stack: dict[s
         check=False,
     )
     assert trainer.returncode == 0, trainer.stderr[-4000:]
-    assert "logged 3 runs to experiment 'demo-churn-classifier'" in trainer.stdout
+    assert f"logged 3 runs to experiment 'demo-churn-classifier-{suffix}'" in trainer.stdout

@@ -135,7 +135,8 @@ def clean_env(state: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SHIPPER_", "ES_URL", "MLFLOW_", "ES_JAVA")) or k == "SHIPPER_STACK_PYTHON"
+        if not k.startswith(("SHIPPER_", "ES_URL", "ES_INGEST_URL", "MLFLOW_", "ES_JAVA"))
+        or k == "SHIPPER_STACK_PYTHON"
     }
     env["SHIPPER_STACK_STATE_DIR"] = str(state)
     return env
@@ -232,8 +233,10 @@ def test_demo_starts_its_own_stack_when_others_hold_the_ports_and_one_takes_its_
             assert impostor.writes_and_unknown(pgid=demo.pid) == [], impostor.port
 
         # The data is in the stack's own Elasticsearch.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(urllib.request.Request(f"{es_url}/mlops-models/_refresh", method="POST"), timeout=30)
         models = get_json(f"{es_url}/mlops-models/_count")
-        assert models["count"] == 3
+        assert models["count"] == 3, out.read_text()[-3000:]
 
         # The printed lines work as they are.
         shipper = subprocess.run(
