@@ -1,0 +1,58 @@
+"""kibana/mlops-saved-objects.ndjson in a real Kibana: imported by `shipper setup --kibana`, read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.support.docker_stack import REPO, Decision, E2EStack
+
+OBJECTS = REPO / "kibana" / "mlops-saved-objects.ndjson"
+
+
+def _objects() -> list[dict[str, Any]]:
+    lines = OBJECTS.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_shipper_setup_imports_every_saved_object(docker_backend: Decision, e2e: E2EStack) -> None:
+    result = e2e.shipper("setup", "--kibana")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"kibana: imported {len(_objects())} saved objects" in result.stdout, result.stdout
+    assert e2e.passwords.elastic not in result.stdout + result.stderr
+
+
+def test_kibana_import_api_reports_success_for_every_object(docker_backend: Decision, e2e: E2EStack) -> None:
+    """The same file through Kibana's own import API: `success: true`, no errors, every object."""
+    response = e2e.kibana(
+        "POST",
+        "/api/saved_objects/_import?overwrite=true",
+        files={"file": (Path(OBJECTS).name, OBJECTS.read_bytes(), "application/ndjson")},
+    )
+    body = response.json()
+    assert body.get("errors", []) == [], body["errors"]
+    assert body["success"] is True
+    assert body["successCount"] == len(_objects())
+
+
+def test_every_dashboard_reads_back_and_its_panels_resolve(docker_backend: Decision, e2e: E2EStack) -> None:
+    setup = e2e.shipper("setup", "--kibana-only")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    dashboards = [o for o in _objects() if o["type"] == "dashboard"]
+    assert dashboards, f"{OBJECTS} has no dashboard"
+    for wanted in dashboards:
+        got = e2e.kibana("GET", f"/api/saved_objects/dashboard/{wanted['id']}").json()
+        assert "error" not in got, got
+        assert got["attributes"]["title"] == wanted["attributes"]["title"]
+        references = {ref["name"]: ref for ref in got["references"]}
+        panels = json.loads(got["attributes"]["panelsJSON"])
+        assert panels, f"dashboard {wanted['id']} has no panels"
+        for panel in panels:
+            ref_name = panel.get("panelRefName")
+            if ref_name is not None:  # by-reference panels; by-value panels carry their own state
+                assert ref_name in references, (wanted["id"], ref_name, sorted(references))
+        targets = [{"type": ref["type"], "id": ref["id"]} for ref in got["references"]]
+        resolved = e2e.kibana("POST", "/api/saved_objects/_bulk_get", json=targets).json()["saved_objects"]
+        failed = [(o["type"], o["id"], o["error"]) for o in resolved if "error" in o]
+        assert failed == [], f"dashboard {wanted['id']}: references that do not resolve: {failed}"
