@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.docker_stack import (
     BACKEND_ENV,
-    LOG_DIR_ENV,
+    LOG_DIR,
     Decision,
     E2EStack,
     build_scoring_image,
@@ -77,8 +77,8 @@ def e2e(docker_backend: Decision, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         yield stack
     finally:
-        if os.environ.get(LOG_DIR_ENV):
-            stack.save_logs(Path(os.environ[LOG_DIR_ENV]))
+        if LOG_DIR is not None:
+            stack.save_logs(LOG_DIR)
         stack.stop()
 
 

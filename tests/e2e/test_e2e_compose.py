@@ -8,19 +8,17 @@ temporary env file keep it apart from anything the developer runs; `down -v` rem
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.deploy_tools import compose_binary
-from tests.support.docker_stack import LOG_DIR_ENV, REPO, Decision, stack_version
+from tests.support.docker_stack import LOG_DIR, REPO, Decision, stack_version
 
 SERVICES = ("elasticsearch", "kibana")
 ONE_OFF = ("certs", "elastic-setup")
@@ -90,11 +88,10 @@ def compose_project(
             "base": json.dumps(base),
         }
     finally:
-        if os.environ.get(LOG_DIR_ENV):
+        if LOG_DIR is not None:
             logs = subprocess.run([*base, "logs", "--no-color"], capture_output=True, text=True, check=False)
-            dest = Path(os.environ[LOG_DIR_ENV])
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / "compose.log").write_text(logs.stdout + logs.stderr, encoding="utf-8")
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            (LOG_DIR / "compose.log").write_text(logs.stdout + logs.stderr, encoding="utf-8")
         subprocess.run(
             [*base, "down", "-v", "--remove-orphans"], capture_output=True, timeout=300, check=False
         )

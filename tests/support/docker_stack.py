@@ -45,7 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 BACKEND_ENV = "SHIPPER_TEST_BACKEND"
 BACKENDS = ("local", "auto", "docker")
 #: Where container logs are written when the session ends (CI uploads this directory on failure).
+#: Read on import: tests/conftest.py hides SHIPPER_* variables from each test while it runs.
 LOG_DIR_ENV = "SHIPPER_TEST_E2E_LOGS"
+LOG_DIR: Path | None = Path(os.environ[LOG_DIR_ENV]) if os.environ.get(LOG_DIR_ENV) else None
 
 ES_ALIAS = "elasticsearch"
 LOGSTASH_ALIAS = "logstash"
@@ -313,8 +315,8 @@ def start_stack(workdir: Path) -> E2EStack:
         for filebeat in filebeats:
             _wait_filebeat(filebeat)
     except BaseException:
-        if os.environ.get(LOG_DIR_ENV):
-            stack.save_logs(Path(os.environ[LOG_DIR_ENV]))
+        if LOG_DIR is not None:
+            stack.save_logs(LOG_DIR)
         stack.stop()
         raise
     return stack
