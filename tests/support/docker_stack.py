@@ -450,9 +450,6 @@ def filebeat_config(direct: bool) -> dict[str, Any]:
             "pipeline": "logs-mlops.scoring",
             "ssl.certificate_authorities": ["/usr/share/filebeat/certs/ca.crt"],
         }
-        # Filebeat asks for these whenever the index is renamed; the template stays disabled.
-        config["setup.template.name"] = f"logs-mlops.scoring-{NAMESPACE_DIRECT}"
-        config["setup.template.pattern"] = f"logs-mlops.scoring-{NAMESPACE_DIRECT}*"
     return config
 
 
