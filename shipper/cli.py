@@ -142,8 +142,21 @@ def check(ctx: Context) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Import this NDJSON file instead of the packaged saved objects (implies --kibana).",
 )
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the exact request body of every asset to DIR/<kind>/<name>.json; change nothing.",
+)
 @pass_context
-def setup(ctx: Context, dry_run: bool, kibana: bool, kibana_only: bool, kibana_objects: Path | None) -> None:
+def setup(
+    ctx: Context,
+    dry_run: bool,
+    kibana: bool,
+    kibana_only: bool,
+    kibana_objects: Path | None,
+    export_dir: Path | None,
+) -> None:
     """Install or upgrade the Elasticsearch assets the shipper manages, and with --kibana import the
     Kibana saved objects.
 
@@ -164,6 +177,12 @@ def setup(ctx: Context, dry_run: bool, kibana: bool, kibana_only: bool, kibana_o
     try:
         settings = ctx.settings
         client, caps = _client_and_capabilities(settings)
+        if export_dir is not None:
+            from shipper.setup.installer import export
+
+            written = export(caps, settings.retention_days, settings.logs_retention_days, export_dir)
+            click.echo(f"wrote {len(written)} request bodies under {export_dir}; Elasticsearch unchanged")
+            return
         changes = install(
             client, caps, settings.retention_days, settings.logs_retention_days, dry_run=dry_run
         )

@@ -82,6 +82,30 @@ def mlflow_uri(stack: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def es_ingest_url() -> str:
+    """The Elasticsearch 7.10.2 node that executes ingest pipelines: $ES_INGEST_URL (scripts/test
+    exports it), else `scripts/stack up --only ingest` starts it. Never skipped: a failure fails."""
+    if os.environ.get("ES_INGEST_URL"):
+        return os.environ["ES_INGEST_URL"].rstrip("/")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "stack"), "up", "--only", "ingest"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "ES_INGEST_URL":
+            return value.strip()
+    pytest.fail(
+        f"scripts/stack up --only ingest failed (exit {proc.returncode}), so the pipeline tests cannot "
+        f"run:\n{proc.stderr[-4000:]}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
 def es(es_url: str) -> Iterator[object]:
     from elasticsearch import Elasticsearch
 

@@ -325,13 +325,19 @@ def ilm_policy_name(family: str) -> str:
 
 
 def build_assets(
-    retention_days: int, logs_retention_days: int, has_ilm: bool, scoring: Any = None
+    retention_days: int,
+    logs_retention_days: int,
+    has_ilm: bool,
+    scoring: Any = None,
+    ingest: bool = True,
 ) -> list[Asset]:
     """All assets, in install order (dependencies first).
 
     The shipper's own documents need no ingest pipeline (it writes them complete, and `event.ingested`
     on entities itself), so they index on any cluster, including ones without ingest processors.
-    `scoring` is the scoring-log module, or None where the cluster lacks the processors it needs."""
+    `scoring` is the scoring-log module (None: no scoring assets at all). Its data stream (templates,
+    mappings, lifecycle) is installed everywhere; only its ingest pipelines and the template's
+    `default_pipeline` need `ingest`, a cluster that can run them."""
     assets: list[Asset] = []
     for family, (patterns, partitioned) in FAMILIES.items():
         settings: dict[str, Any] = {"index": dict(COMMON_SETTINGS["index"])}
@@ -340,7 +346,7 @@ def build_assets(
             settings["index"]["lifecycle"] = {"name": ilm_policy_name(family)}
         assets += _family_templates(family, patterns, {"settings": settings}, FAMILY_MAPPINGS[family])
     if scoring is not None:
-        assets += scoring_assets(scoring, logs_retention_days, has_ilm)
+        assets += scoring_assets(scoring, logs_retention_days, has_ilm, ingest)
     return assets
 
 
@@ -410,19 +416,30 @@ def _family_templates(
     ]
 
 
-def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool) -> list[Asset]:
-    """The scoring-log data stream: its ingest pipeline runs as the default pipeline, so Filebeat
-    can write straight to Elasticsearch."""
+def scoring_assets(scoring: Any, logs_retention_days: int, has_ilm: bool, ingest: bool = True) -> list[Asset]:
+    """The scoring-log data stream. Where the cluster can run ingest pipelines, the scoring pipeline
+    is its default pipeline, so Filebeat can write straight to Elasticsearch (lines Logstash parsed
+    pass through it unchanged). Elsewhere the data stream is the same, without a default pipeline:
+    Logstash parses and writes into it."""
     family = "logs-mlops.scoring"
-    assets: list[Asset] = [Asset("ingest_pipeline", scoring.SCORING_PIPELINE_ID, scoring.scoring_pipeline())]
-    template: dict[str, Any] = {
-        "settings": {
-            "index": {
-                "default_pipeline": scoring.SCORING_PIPELINE_ID,
-                "mapping": {"total_fields": {"limit": 2000, "ignore_dynamic_beyond_limit": True}},
-            }
-        }
+    assets: list[Asset] = []
+    index_settings: dict[str, Any] = {
+        "mapping": {"total_fields": {"limit": 2000, "ignore_dynamic_beyond_limit": True}}
     }
+    if ingest:
+        for name, body in scoring.scoring_pipelines().items():
+            if name == scoring.CUSTOM_PIPELINE_ID:
+                assets.append(Asset("ingest_pipeline", name, body, user_owned=True))
+                continue
+            assets.append(
+                Asset(
+                    "ingest_pipeline",
+                    name,
+                    {"version": ASSET_VERSION, "_meta": _meta(f"scoring logs: {name}")} | body,
+                )
+            )
+        index_settings = {"default_pipeline": scoring.SCORING_PIPELINE_ID} | index_settings
+    template: dict[str, Any] = {"settings": {"index": index_settings}}
     if has_ilm:
         rollover = {"rollover": {"max_age": "30d", "max_primary_shard_size": "50gb"}}
         assets.append(

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -130,15 +131,10 @@ def install(
 ) -> list[Change]:
     """Plan, and unless `dry_run`, apply. Conflicts stop the installation before anything changes."""
     scoring = _scoring_module()
-    missing = capabilities.lacks_processors(processor_types(scoring.scoring_pipeline()))
-    if missing:
-        log.warning(
-            "this cluster lacks the ingest processors %s (the ingest-common module), so the scoring-log "
-            "pipeline is not installed; send scoring logs through Logstash, which parses them itself",
-            sorted(missing),
-        )
-        scoring = None
-    assets = build_assets(retention_days, logs_retention_days, capabilities.ilm, scoring=scoring)
+    ingest = scoring_ingest_supported(capabilities, scoring)
+    assets = build_assets(
+        retention_days, logs_retention_days, capabilities.ilm, scoring=scoring, ingest=ingest
+    )
     changes = plan(client, assets)
     conflicts = [c for c in changes if c.action == "conflict"]
     if conflicts:
@@ -159,6 +155,60 @@ def install(
             if change.asset.applies_to:
                 _update_existing_mappings(client, change.asset)
     return changes
+
+
+def request_body(asset: Asset) -> dict[str, Any]:
+    """The exact JSON body `install` sends for an asset (its PUT request)."""
+    body = _stamped(asset)
+    return {"policy": body} if asset.kind == "ilm_policy" else body
+
+
+def export(
+    capabilities: Capabilities, retention_days: int, logs_retention_days: int, directory: Path
+) -> list[Path]:
+    """Write the request body of every asset `install` manages on this cluster to
+    `directory/<kind>/<name>.json` (for review, or GitOps); changes nothing in Elasticsearch.
+
+    What is written depends on the cluster's capabilities, as `install` does: ILM policies only with
+    ILM, the scoring pipelines and `default_pipeline` only where the cluster can run them. `@custom`
+    assets are written as `install` creates them the first time (empty)."""
+    scoring = _scoring_module()
+    ingest = scoring_ingest_supported(capabilities, scoring)
+    assets = build_assets(
+        retention_days, logs_retention_days, capabilities.ilm, scoring=scoring, ingest=ingest
+    )
+    written: list[Path] = []
+    for asset in assets:
+        path = directory / asset.kind / f"{asset.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            orjson.dumps(request_body(asset), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
+        written.append(path)
+    return written
+
+
+def scoring_ingest_supported(capabilities: Capabilities, scoring: Any) -> bool:
+    """Whether the cluster can run the scoring pipeline; says which scoring-log path it supports."""
+    missing = capabilities.lacks_processors(scoring.required_processors())
+    if missing:
+        log.warning(
+            "scoring logs: Logstash path only. The data stream %s (templates, mappings, lifecycle) is "
+            "installed, but no ingest node of this cluster has the processors %s (modules ingest-common "
+            "and lang-painless, on a node with the ingest role), so the scoring pipeline and the "
+            "template's default_pipeline are not: send scoring logs through Logstash (logstash/), which "
+            "parses them and writes into the same data stream. Run `shipper setup` again once the "
+            "cluster has them, and Filebeat can write there directly.",
+            scoring.SCORING_INDEX_PATTERN,
+            ", ".join(sorted(missing)),
+        )
+        return False
+    log.info(
+        "scoring logs: both paths. %s runs the scoring pipeline as its default pipeline, so Filebeat "
+        "can write there directly; events Logstash parsed pass through unchanged.",
+        scoring.SCORING_INDEX_PATTERN,
+    )
+    return True
 
 
 def _update_existing_mappings(client: Elasticsearch, asset: Asset) -> None:

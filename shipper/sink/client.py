@@ -78,6 +78,20 @@ def _connectivity(exc: Exception) -> ConnectivityError:
     )
 
 
+def _ingest_processors(client: Elasticsearch) -> frozenset[str]:
+    """The processor types every node with the ingest role has (pipelines run on any of them);
+    empty when no node has the role."""
+    try:
+        nodes = client.nodes.info(node_id="ingest:true", metric="ingest")["nodes"]
+    except (ApiError, ESConnectionError, TransportError) as exc:
+        raise _connectivity(exc) from None
+    common: frozenset[str] | None = None
+    for node in nodes.values():
+        types = frozenset(p["type"] for p in node.get("ingest", {}).get("processors", []))
+        common = types if common is None else common & types
+    return common or frozenset()
+
+
 def probe(client: Elasticsearch) -> Capabilities:
     """What this cluster offers, asked through APIs every distribution has (the minimal one lacks
     even `GET /`, and its `_xpack` answers 500): node info for version, modules and ingest
@@ -87,7 +101,7 @@ def probe(client: Elasticsearch) -> Capabilities:
     except (ApiError, ESConnectionError, TransportError) as exc:
         raise _connectivity(exc) from None
     node = next(iter(nodes.values()))
-    processors = frozenset(p["type"] for p in node.get("ingest", {}).get("processors", []))
+    processors = _ingest_processors(client)
     modules = {m["name"] for m in node.get("modules", [])}
     try:
         client.security.authenticate()

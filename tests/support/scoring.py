@@ -4,8 +4,8 @@ Golden files follow elastic/integrations' `_dev/test/pipeline`: `tests/golden/sc
 holds raw lines; `test-*.log-config.json` (optional) holds `fields` merged into every input event
 (what Filebeat adds: `@timestamp`, container labels); multi-line records are joined with the
 `multiline.pattern` of `filebeat/filebeat.docker.yml`, as Filebeat joins them. Each record's expected
-result is in `test-*.log-expected.json`: the grok captures (from Elasticsearch's grok engine) and,
-where the cluster has the ingest processors, the document `_simulate` returns.
+result is in `test-*.log-expected.json`: the grok captures (from Elasticsearch's grok engine) and
+the document `_simulate` returns on the ingest node (tests/support/ingest_node.py).
 """
 
 from __future__ import annotations
@@ -28,21 +28,6 @@ GOLDEN = REPO / "tests" / "golden" / "scoring"
 
 #: Fields that change on every run, removed before comparing (declared, as in elastic/integrations).
 VOLATILE_FIELDS = ("event.ingested",)
-
-#: Processor types the scoring pipeline needs from the cluster.
-REQUIRED_PROCESSORS = (
-    "set",
-    "rename",
-    "remove",
-    "grok",
-    "kv",
-    "convert",
-    "date",
-    "script",
-    "json",
-    "append",
-    "dot_expander",
-)
 
 
 def multiline_pattern() -> re.Pattern[str]:
@@ -169,14 +154,6 @@ def grok_record(engine_results: tuple[Any, Any]) -> dict[str, Any]:
 # --- _simulate ----------------------------------------------------------------------------------
 
 
-def missing_processors(es: Any) -> list[str]:
-    info = es.nodes.info(metric="ingest")
-    available: set[str] = set()
-    for node in info["nodes"].values():
-        available |= {p["type"] for p in node.get("ingest", {}).get("processors", [])}
-    return [p for p in REQUIRED_PROCESSORS if p not in available]
-
-
 def strip_volatile(doc: dict[str, Any]) -> dict[str, Any]:
     doc = json.loads(json.dumps(doc))
     for dotted in VOLATILE_FIELDS:
@@ -187,16 +164,3 @@ def strip_volatile(doc: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return doc
-
-
-def simulate(es: Any, pipeline_id: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run docs through a stored pipeline with _simulate; returns each resulting _source."""
-    response = es.ingest.simulate(
-        id=pipeline_id, docs=[{"_index": "logs-mlops.scoring-test", "_source": d} for d in docs]
-    )
-    out = []
-    for item in response["docs"]:
-        if "error" in item:
-            raise AssertionError(f"_simulate error: {item['error']}")
-        out.append(item["doc"]["_source"])
-    return out

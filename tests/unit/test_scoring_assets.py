@@ -37,18 +37,18 @@ def test_field_reference_rewrite() -> None:
     assert p.parse_pattern_file("# c\n\nA_B x y\n") == {"A_B": "x y"}
 
 
-def test_pipeline_body() -> None:
-    body = p.scoring_pipeline()
-    json.dumps(body)  # serialisable
-    assert body["_meta"] == {"managed_by": "shipper", "version": p.PIPELINE_VERSION}
-    assert body["version"] == p.PIPELINE_VERSION
-    processors = body["processors"]
-    kinds = [next(iter(proc)) for proc in processors]
-    first = processors[0]["set"]
+def test_pipeline_bodies() -> None:
+    default, parse = p.scoring_pipeline(), p.parse_pipeline()
+    json.dumps(p.scoring_pipelines())  # serialisable
+    assert list(p.scoring_pipelines()) == [p.PARSE_PIPELINE_ID, p.CUSTOM_PIPELINE_ID, p.SCORING_PIPELINE_ID]
+    first = default["processors"][0]["set"]
     assert (first["field"], first["value"]) == ("event.ingested", "{{{_ingest.timestamp}}}")
+    calls = [proc["pipeline"] for proc in default["processors"] if "pipeline" in proc]
+    assert [c["name"] for c in calls] == [p.PARSE_PIPELINE_ID, p.CUSTOM_PIPELINE_ID]
+    assert "ctx.mlops.scoring.parser == 'logstash'" in calls[0]["if"] and "if" not in calls[1]
+    processors = parse["processors"]
+    kinds = [next(iter(proc)) for proc in processors]
     assert kinds.index("rename") < kinds.index("grok") < kinds.index("convert") < kinds.index("date")
-    for proc in processors[1:]:
-        assert "ctx.mlops.scoring.parser == 'logstash'" in next(iter(proc.values()))["if"]
     groks = [proc["grok"] for proc in processors if "grok" in proc]
     assert [g["patterns"] for g in groks] == [
         [f"%{{{n}}}" for n in p.HEADER_PATTERNS],
@@ -56,14 +56,30 @@ def test_pipeline_body() -> None:
     ]
     assert all(g["pattern_definitions"] == p.load_pattern_definitions() for g in groks)
     assert all(d["timezone"] == "UTC" for d in (proc["date"] for proc in processors if "date" in proc))
-    on_failure = json.dumps(body["on_failure"])
-    assert "error.message" in on_failure and p.TAG_PIPELINE_ERROR in on_failure
+    for body in (default, parse):
+        on_failure = json.dumps(body["on_failure"])
+        assert "error.message" in on_failure and p.TAG_PIPELINE_ERROR in on_failure
     tags = [proc["tag"] for proc in (next(iter(x.values())) for x in processors)]
     assert len(tags) == len(set(tags))
+    text = json.dumps(parse)
+    for tag in (p.TAG_UNPARSED, p.TAG_HEALTH_PROBE, p.TAG_BAD_TIMESTAMP, p.TAG_NON_FINITE):
+        assert f'"{tag}"' in text
+    assert p.custom_pipeline()["processors"] == []
+
+
+def test_installed_pipelines_carry_version_and_owner() -> None:
+    from shipper.setup.assets import ASSET_VERSION, build_assets
+
+    assets = {a.name: a for a in build_assets(30, 7, has_ilm=True, scoring=p) if a.kind == "ingest_pipeline"}
+    assert list(assets) == [p.PARSE_PIPELINE_ID, p.CUSTOM_PIPELINE_ID, p.SCORING_PIPELINE_ID]
+    for name in (p.PARSE_PIPELINE_ID, p.SCORING_PIPELINE_ID):
+        assert assets[name].body["version"] == ASSET_VERSION
+        assert assets[name].body["_meta"]["managed_by"] == "shipper"
+    assert assets[p.CUSTOM_PIPELINE_ID].user_owned
 
 
 def test_model_labels_are_mapped() -> None:
-    body = json.dumps(p.scoring_pipeline())
+    body = json.dumps(p.parse_pipeline())
     for sources in p.MODEL_LABELS.values():
         for source in sources:
             assert source in body
@@ -98,3 +114,32 @@ def test_mappings_cover_the_data_contract() -> None:
     assert get("event.duration")["type"] == "long"
     assert get("ml.model.version")["type"] == "keyword"
     assert get("mlops.scoring.metric.value")["type"] == "double"
+
+
+def test_scoring_data_stream_is_installed_with_or_without_ingest() -> None:
+    from shipper.setup.assets import build_assets
+
+    def scoring(ingest: bool) -> dict[tuple[str, str], dict[str, object]]:
+        assets = build_assets(30, 7, has_ilm=False, scoring=p, ingest=ingest)
+        return {(a.kind, a.name): a.body for a in assets if "scoring" in a.name}
+
+    with_ingest, without = scoring(True), scoring(False)
+    templates = {
+        ("component_template", "logs-mlops.scoring@settings"),
+        ("component_template", "logs-mlops.scoring@mappings"),
+        ("component_template", "logs-mlops.scoring@custom"),
+        ("index_template", "logs-mlops.scoring"),
+    }
+    assert templates <= without.keys()
+    assert set(with_ingest) - set(without) == {
+        ("ingest_pipeline", name)
+        for name in (p.SCORING_PIPELINE_ID, p.PARSE_PIPELINE_ID, p.CUSTOM_PIPELINE_ID)
+    }
+    settings = ("component_template", "logs-mlops.scoring@settings")
+    assert with_ingest[settings]["template"]["settings"]["index"]["default_pipeline"] == (  # type: ignore[index]
+        p.SCORING_PIPELINE_ID
+    )
+    assert "default_pipeline" not in without[settings]["template"]["settings"]["index"]  # type: ignore[index]
+    assert without[settings]["template"]["lifecycle"] == {"data_retention": "7d"}  # type: ignore[index]
+    mappings = ("component_template", "logs-mlops.scoring@mappings")
+    assert without[mappings] == with_ingest[mappings]
