@@ -134,3 +134,16 @@ def test_direct_filebeat_is_the_documented_option_of_the_repo_file() -> None:
     assert direct["output.elasticsearch"]["pipeline"] == "logs-mlops.scoring"
     assert direct["output.elasticsearch"]["api_key"] == "${ES_API_KEY}"
     assert direct["filebeat.inputs"] == to_logstash["filebeat.inputs"]
+
+
+def test_node_certificate_names_the_network_alias_and_the_docker_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from tests.support.docker_stack import ES_ALIAS
+    from tests.support.secure_es import make_certificates
+
+    certs = make_certificates(tmp_path, extra_names=(ES_ALIAS, "10.1.2.3", "localhost"))
+    cert = x509.load_pem_x509_certificate(certs.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", ES_ALIAS]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.1.2.3"]
