@@ -82,8 +82,11 @@ class Certificates:
     key: Path
 
 
-def make_certificates(dest: Path) -> Certificates:
-    """A throwaway CA and a node certificate for localhost/127.0.0.1 signed by it (PEM files)."""
+def make_certificates(dest: Path, extra_names: tuple[str, ...] = ()) -> Certificates:
+    """A throwaway CA and a node certificate for localhost/127.0.0.1 signed by it (PEM files).
+
+    `extra_names` adds subject alternative names (host names or IP addresses), e.g. the network
+    alias other containers reach the node by."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -132,6 +135,7 @@ def make_certificates(dest: Path) -> Certificates:
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                + [_alt_name(name) for name in extra_names if name not in ("localhost", "127.0.0.1")]
             ),
             critical=False,
         )
@@ -156,6 +160,15 @@ def make_certificates(dest: Path) -> Certificates:
     )
     out.key.chmod(0o600)  # chown_tree hands it to the node's user
     return out
+
+
+def _alt_name(name: str) -> Any:
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 # --------------------------------------------------------------------------------------------
