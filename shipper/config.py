@@ -29,8 +29,8 @@ from pydantic_settings.exceptions import SettingsError
 from shipper.errors import ConfigError
 
 ENV_PREFIX = "SHIPPER_"
-# Variables with this prefix belong to scripts/stack, not to the shipper.
-_FOREIGN_PREFIXES = ("SHIPPER_STACK_",)
+# Variables with these prefixes belong to scripts/stack and to the test suite, not to the shipper.
+_FOREIGN_PREFIXES = ("SHIPPER_STACK_", "SHIPPER_TEST_")
 CONFIG_FILE_ENV = "SHIPPER_CONFIG_FILE"
 # What Kibana accepts as a space id (lower case, digits, `_`, `-`).
 _SPACE_ID = re.compile(r"[a-z0-9_-]+")

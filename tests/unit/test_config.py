@@ -42,6 +42,15 @@ def test_unknown_environment_key_is_named_with_a_suggestion(monkeypatch: pytest.
     )
 
 
+def test_variables_of_the_stack_and_the_test_suite_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPPER_STACK_STATE_DIR", "/tmp/x")
+    monkeypatch.setenv("SHIPPER_TEST_BACKEND", "docker")
+    load_settings()  # no error: they belong to scripts/stack and the tests
+    monkeypatch.setenv("SHIPPER_TESTBACKEND", "docker")
+    with pytest.raises(ConfigError, match="SHIPPER_TESTBACKEND: unknown setting"):
+        load_settings()
+
+
 def test_every_problem_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", "es.example:9200")
     monkeypatch.setenv("SHIPPER_BULK_MAX_ACTIONS", "0")
