@@ -135,7 +135,8 @@ def clean_env(state: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SHIPPER_", "ES_URL", "MLFLOW_", "ES_JAVA")) or k == "SHIPPER_STACK_PYTHON"
+        if not k.startswith(("SHIPPER_", "ES_URL", "ES_INGEST_URL", "MLFLOW_", "ES_JAVA"))
+        or k == "SHIPPER_STACK_PYTHON"
     }
     env["SHIPPER_STACK_STATE_DIR"] = str(state)
     return env
