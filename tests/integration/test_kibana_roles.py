@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from scripts.local_stack import elasticsearch, jdk, processes
 from shipper.cli import main_group
-from tests.support.secure_es import SecureNode, SecureNodeError, basic_header, load_stack, start_secure_node
+from tests.support.secure_es import SecureNode, SecureNodeError, basic_header, start_secure_node
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +50,11 @@ def node() -> Iterator[SecureNode]:
 @pytest.fixture(scope="module")
 def users(node: SecureNode) -> dict[str, str]:
     """A file-realm user per role, the roles loaded from kibana/roles as file-realm roles."""
-    stack = load_stack()
     conf = node.workdir / "config"
     roles_yml = "".join(f"{name}: {json.dumps(role(name))}\n" for name in (READER, WRITER))
     (conf / "roles.yml").write_text(roles_yml, encoding="utf-8")
-    home = stack.es_distribution(node.version)
-    java_home, _ = stack.pick_jdk(node.version)
+    home = elasticsearch.es_distribution(node.version)
+    java_home, _ = jdk.pick_jdk(node.version)
     env = dict(os.environ, ES_JAVA_HOME=str(java_home), ES_PATH_CONF=str(conf))
     env.pop("ES_JAVA_OPTS", None)
     passwords = {}
@@ -78,7 +78,7 @@ def users(node: SecureNode) -> dict[str, str]:
         )
         assert done.returncode == 0, (done.stdout + done.stderr).replace(passwords[name], "***")
     if os.geteuid() == 0:
-        stack.chown_tree(conf, stack.ensure_service_user())
+        processes.chown_tree(conf, processes.ensure_service_user())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the file realm reloads its files every few seconds
         status, _ = node.request(

@@ -2,10 +2,11 @@
 
 It runs from the same cached minimal distribution (integ-test-zip) that `scripts/stack` starts,
 with the same JDK choice and, when we are root, as the same unprivileged user; those parts are
-imported from `scripts/stack` itself. What differs lives here: its own directory under the system
-temp dir, free loopback ports, a CA and node certificate made with `cryptography`, and security
-configured explicitly (the launcher's auto-configuration writes keystore secrets this build then
-rejects, so it must not run; passing `xpack.security.enabled` explicitly keeps it from running).
+imported from scripts/local_stack, the package behind `scripts/stack`. What differs lives here: its
+own directory under the system temp dir, free loopback ports, a CA and node certificate made with
+`cryptography`, and security configured explicitly (the launcher's auto-configuration writes
+keystore secrets this build then rejects, so it must not run; passing `xpack.security.enabled`
+explicitly keeps it from running).
 
 What this build can and cannot do, measured on 9.5.4 (see tests/integration/test_secured_cluster.py):
 - file realm (users hashed by the distribution's own `bin/elasticsearch-users`): works;
@@ -25,8 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import importlib.machinery
-import importlib.util
 import ipaddress
 import json
 import os
@@ -34,18 +33,20 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from scripts.local_stack import elasticsearch, jdk, processes
+from scripts.local_stack import state as stack_state
+from scripts.local_stack.common import StackError
+from scripts.local_stack.ports import ephemeral_port
+
 REPO = Path(__file__).resolve().parents[2]
-STACK_SCRIPT = REPO / "scripts" / "stack"
 
 USERNAME = "shipper-admin"
 HEAP = "512m"
@@ -54,20 +55,6 @@ LOG_TAIL_LINES = 60
 
 class SecureNodeError(RuntimeError):
     """The secured node could not be started; the message carries the reason and the log tail."""
-
-
-def load_stack() -> ModuleType:
-    """`scripts/stack` as a module (it has no .py suffix, so it is loaded by path)."""
-    name = "_shipper_scripts_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    loader = importlib.machinery.SourceFileLoader(name, str(STACK_SCRIPT))
-    spec = importlib.util.spec_from_loader(name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +214,7 @@ class SecureNode:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the console log without Java stack frames, which would push the cause
         (e.g. "unknown setting [...]") out of view."""
-        text = str(load_stack().log_tail(self.log_file, 20 * lines))
+        text = str(stack_state.log_tail(self.log_file, 20 * lines))
         kept = [line for line in text.splitlines() if not line.lstrip().startswith(("at ", "... "))]
         return "\n".join(kept[-lines:])
 
@@ -239,8 +226,8 @@ class SecureNode:
 
     def stop(self, grace: float = 60.0, *, remove: bool = True) -> None:
         """SIGTERM the node's process group and wait (SIGKILL after `grace` seconds)."""
-        if self.proc.poll() is None or load_stack().group_pids(self.proc.pid):
-            load_stack().stop_group(self.proc.pid, grace, self.proc)
+        if self.proc.poll() is None or processes.group_pids(self.proc.pid):
+            processes.stop_group(self.proc.pid, grace, self.proc)
         if remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -285,10 +272,9 @@ def https_request(
 
 
 def _free_ports(count: int) -> list[int]:
-    stack = load_stack()
     ports: list[int] = []
     while len(ports) < count:
-        port = int(stack.ephemeral_port())
+        port = ephemeral_port()
         if port not in ports:
             ports.append(port)
     return ports
@@ -319,16 +305,15 @@ def start_secure_node(*, heap: str = HEAP, timeout: float | None = None) -> Secu
     and its directory is kept for a post-mortem.
     """
     began = time.monotonic()
-    stack = load_stack()
     try:
-        version = stack.stack_version()
-        home = stack.es_distribution(version)
-        java_home, _java = stack.pick_jdk(version)
-        run_as = stack.ensure_service_user() if os.geteuid() == 0 else None
+        version = elasticsearch.stack_version()
+        home = elasticsearch.es_distribution(version)
+        java_home, _java = jdk.pick_jdk(version)
+        run_as = processes.ensure_service_user() if os.geteuid() == 0 else None
         if run_as is not None:
-            with stack.state_lock():  # es_home_for may build the copy `scripts/stack up` also uses
-                home = stack.es_home_for(home, version, run_as)
-    except stack.StackError as exc:
+            with stack_state.state_lock():  # es_home_for may build the copy `scripts/stack up` also uses
+                home = elasticsearch.es_home_for(home, version, run_as)
+    except StackError as exc:
         raise SecureNodeError(f"cannot prepare Elasticsearch: {exc}") from None
 
     workdir = Path(tempfile.mkdtemp(prefix="shipper-secure-es-"))
@@ -348,7 +333,7 @@ def start_secure_node(*, heap: str = HEAP, timeout: float | None = None) -> Secu
     except SecureNodeError as exc:
         raise SecureNodeError(f"{exc}\n(directory kept: {workdir})") from None
     if run_as is not None:
-        stack.chown_tree(workdir, run_as)
+        processes.chown_tree(workdir, run_as)
 
     http_port, transport_port = _free_ports(2)
     env = dict(
@@ -388,7 +373,7 @@ def start_secure_node(*, heap: str = HEAP, timeout: float | None = None) -> Secu
         proc=proc,
     )
     try:
-        _wait_healthy(node, timeout if timeout is not None else float(stack.ES.timeout))
+        _wait_healthy(node, timeout if timeout is not None else float(elasticsearch.ES.timeout))
         _make_bearer_token(node)
         _make_api_key(node)
     except BaseException as exc:
