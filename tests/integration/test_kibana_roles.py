@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,20 @@ def test_the_file_realm_loaded_both_roles(node: SecureNode, users: dict[str, str
         assert body["roles"] == [name]
 
 
+def log_a_registered_run(mlflow_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    suffix = uuid.uuid4().hex[:8]
+    run = client.create_run(client.create_experiment(f"roles-{suffix}"))
+    client.log_metric(run.info.run_id, "accuracy", 0.9, step=0)
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(f"roles-model-{suffix}")
+    client.create_model_version(
+        f"roles-model-{suffix}", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+
+
 def test_writer_runs_setup_and_sync_and_nothing_beyond(
     node: SecureNode, users: dict[str, str], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +138,7 @@ def test_writer_runs_setup_and_sync_and_nothing_beyond(
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_PASSWORD", users[WRITER])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     node.request("PUT", "/secret-hr/_doc/1?refresh=true", {"salary": 1})
+    log_a_registered_run(mlflow_uri)  # so the writer has a run, points and a model version to write
     for command in (["setup"], ["setup"], ["sync"], ["check"]):
         result = CliRunner().invoke(main_group, command, catch_exceptions=False)
         assert result.exit_code == 0, (command, result.output)
