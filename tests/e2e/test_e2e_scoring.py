@@ -35,26 +35,9 @@ from tests.support.docker_stack import (
     start_scoring_container,
 )
 from tests.support.scoring import GoldenCase, golden_cases
-from tests.support.scoring_contract import CONTRACT
+from tests.support.scoring_contract import CONTRACT, CONTRACT_FIELDS
 
 NAMESPACES = (NAMESPACE_LOGSTASH, NAMESPACE_DIRECT)
-#: The data contract's fields of a scoring line (DESIGN: logs-mlops.scoring-<namespace>).
-CONTRACT_FIELDS = (
-    "@timestamp",
-    "log.level",
-    "log.logger",
-    "process.pid",
-    "message",
-    "http.request.method",
-    "url.path",
-    "http.response.status_code",
-    "http.response.body.bytes",
-    "event.duration",
-    "mlops.scoring.metric.name",
-    "mlops.scoring.metric.value",
-    "ml.model.name",
-    "ml.model.version",
-)
 # Filebeat's multiline joining applies to files that ask for it (not the single-line edge cases).
 MULTILINE_CASES = [
     c

@@ -10,6 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The data contract's fields of a scoring line (`logs-mlops.scoring-<namespace>`).
+CONTRACT_FIELDS = (
+    "@timestamp",
+    "log.level",
+    "log.logger",
+    "process.pid",
+    "message",
+    "http.request.method",
+    "url.path",
+    "http.response.status_code",
+    "http.response.body.bytes",
+    "event.duration",
+    "mlops.scoring.metric.name",
+    "mlops.scoring.metric.value",
+    "ml.model.name",
+    "ml.model.version",
+)
 HEALTH = ["mlops_scoring_health_probe"]
 UNPARSED = ["mlops_scoring_unparsed"]
 NON_FINITE = ["mlops_scoring_metric_non_finite"]

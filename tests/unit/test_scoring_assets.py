@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from shipper.assets.scoring import pipeline as p
+from tests.support.scoring_contract import CONTRACT_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,22 +95,7 @@ def test_mappings_cover_the_data_contract() -> None:
             node = node["properties"][part]  # type: ignore[index]
         return node
 
-    for field in (
-        "@timestamp",
-        "log.level",
-        "log.logger",
-        "process.pid",
-        "message",
-        "http.request.method",
-        "url.path",
-        "http.response.status_code",
-        "http.response.body.bytes",
-        "event.duration",
-        "mlops.scoring.metric.name",
-        "mlops.scoring.metric.value",
-        "ml.model.name",
-        "ml.model.version",
-    ):
+    for field in CONTRACT_FIELDS:
         assert "type" in get(field), field
     assert get("event.duration")["type"] == "long"
     assert get("ml.model.version")["type"] == "keyword"
