@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shipper.azure.events import Workspace, parse_time
+from shipper.core.events import Workspace, parse_time
 from shipper.transforms.azureml_events import canonical_status, free_form, iso, text
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shipper.azure.events import Workspace
+from shipper.core.events import Workspace
 
 
 def job_from_rest(document: Mapping[str, Any]) -> Any:

@@ -126,10 +126,9 @@ def reconcile(
     Lists recent jobs (and pipeline steps) through azure-ai-ml with DefaultAzureCredential and
     writes each run whose mlops-runs document is missing or shows another status.
     """
-    from shipper.azure.events import parse_workspace
     from shipper.azure.reconcile import reconcile as run_reconcile
-    from shipper.sink.bulk import BulkWriter
-    from shipper.sink.client import build_client, probe
+    from shipper.core.events import parse_workspace
+    from shipper.sink.client import build_client, build_writer, probe
     from shipper.webhook.server import azure_jobs_client, workspaces_of
 
     try:
@@ -169,13 +168,7 @@ def reconcile(
             )
         client = build_client(settings)
         caps = probe(client)
-        writer = BulkWriter(
-            client,
-            settings.bulk_max_actions,
-            settings.bulk_max_bytes,
-            settings.bulk_max_retry_seconds,
-            ilm=caps.ilm,
-        )
+        writer = build_writer(client, settings, ilm=caps.ilm)
         summary = run_reconcile(
             client,
             writer,

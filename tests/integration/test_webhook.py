@@ -33,13 +33,14 @@ from pydantic import SecretStr
 
 from shipper.azure.rest_jobs import RestJsonJobs
 from shipper.config import Settings
+from shipper.core.names import DEAD_LETTER_INDEX, RUNS_INDEX
 from shipper.setup.installer import install
-from shipper.setup.names import DEAD_LETTER_INDEX, RUNS_INDEX
 from shipper.sink.bulk import BulkWriter
 from shipper.sink.client import build_client, probe
 from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import run_entity, stamp
-from shipper.webhook.server import BackgroundServer, Webhook, build_webhook
+from shipper.webhook.server import Webhook, build_webhook
+from tests.support.background_server import BackgroundServer
 
 pytestmark = pytest.mark.integration
 

@@ -22,16 +22,16 @@ from azure.eventgrid._legacy._helpers import _cloud_event_to_generated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipper.azure.events import (
+from shipper.core.events import (
+    KNOWN_TYPES,
     SUBSCRIPTION_VALIDATION,
     InvalidPayload,
     parse_delivery,
     parse_time,
     parse_workspace,
 )
-from shipper.setup.names import RUNS_INDEX
+from shipper.core.names import RUNS_INDEX
 from shipper.transforms.azureml_events import (
-    KNOWN_TYPES,
     document_id,
     event_action,
     event_document,
