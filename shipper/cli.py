@@ -19,6 +19,7 @@ import click
 import orjson
 
 from shipper import __version__
+from shipper.commands import layer_commands
 from shipper.config import (
     Settings,
     env_name,
@@ -55,6 +56,10 @@ def main_group(ctx: click.Context, config_file: Path | None, log_format: str | N
     from shipper import logs
 
     logs.quiet_libraries()
+
+
+for _command in layer_commands():
+    main_group.add_command(_command)
 
 
 def _fail(exc: ShipperError) -> None:
@@ -343,16 +348,6 @@ def run(ctx: Context, interval: float | None) -> None:
                 log.exception("sync pass failed unexpectedly (%d in a row)", failures)
         stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
     log.info("stopped")
-
-
-from shipper.webhook.cli import reconcile, serve  # noqa: E402
-
-main_group.add_command(serve)
-main_group.add_command(reconcile)
-
-from shipper.compare_cli import compare  # noqa: E402
-
-main_group.add_command(compare)
 
 
 def _format_asked(argv: list[str]) -> str | None:
