@@ -405,7 +405,7 @@ def experiment_points(mlflow_uri: str, experiment_id: str) -> Iterator[tuple[Any
 
 
 def expected_ids(mlflow_uri: str, experiment_id: str) -> set[tuple[str, str]]:
-    from shipper.setup.names import metrics_index
+    from shipper.core.names import metrics_index
     from shipper.transforms.mlflow_docs import metric_point_id
 
     return {

@@ -90,14 +90,14 @@ def write_path(es_url: str, gen: c.Generated, pairs: list[tuple[Any, Any]]) -> t
     """The shipper's write side alone, no MLflow reads: its transform and its BulkWriter, in batches
     of 5,000 as the engine flushes them. (wall, this process's CPU)."""
     from shipper.config import Settings
-    from shipper.sink.bulk import BulkWriter
-    from shipper.sink.client import build_client
+    from shipper.sink.client import build_client, build_writer
     from shipper.sources.records import Experiment
     from shipper.transforms.mlflow_docs import ModelLink, metric_point_action
 
-    client = build_client(Settings(elasticsearch_url=es_url))
+    settings = Settings(elasticsearch_url=es_url)
+    client = build_client(settings)
     c.reset_indices(client)
-    writer = BulkWriter(client)
+    writer = build_writer(client, settings)
     experiment, link = Experiment(gen.experiment_id, gen.name), ModelLink()
     cpu0, started = time.process_time(), time.monotonic()
     for start in range(0, len(pairs), 5000):

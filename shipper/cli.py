@@ -19,42 +19,18 @@ import click
 import orjson
 
 from shipper import __version__
+from shipper.commands import layer_commands
 from shipper.config import (
-    LogFormat,
     Settings,
     env_name,
-    load_settings,
     mlflow_tracking_uri,
     mlflow_uri_problem,
     redact_uri,
 )
+from shipper.context import Context
 from shipper.errors import ConfigError, ConnectivityError, ShipperError
 
 log = logging.getLogger("shipper")
-
-
-class Context:
-    def __init__(self, config_file: Path | None, log_format: str | None) -> None:
-        self.config_file = config_file
-        self.log_format = log_format
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.config_file)
-            if self.log_format:
-                self._settings = self._settings.model_copy(update={"log_format": LogFormat(self.log_format)})
-            from shipper import logs
-
-            logs.configure(self._settings.log_format.value, self._settings.log_level)
-        return self._settings
-
-    def error_format(self) -> str | None:
-        """How the final error is printed, even when the settings themselves are what failed."""
-        if self._settings is not None:
-            return self._settings.log_format.value
-        return self.log_format or os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -80,6 +56,10 @@ def main_group(ctx: click.Context, config_file: Path | None, log_format: str | N
     from shipper import logs
 
     logs.quiet_libraries()
+
+
+for _command in layer_commands():
+    main_group.add_command(_command)
 
 
 def _fail(exc: ShipperError) -> None:
@@ -266,19 +246,13 @@ def _setup_kibana(ctx: Context, objects: Path | None, dry_run: bool) -> None:
 
 
 def _engine(settings: Settings, progress: bool) -> Any:
-    from shipper.sink.bulk import BulkWriter
+    from shipper.sink.client import build_writer
     from shipper.sources.mlflow_tracking import MlflowSource
     from shipper.sync.engine import Progress, SyncEngine
 
     tracking_uri = mlflow_tracking_uri()  # offline, before anything is contacted
     client, caps = _client_and_capabilities(settings)
-    writer = BulkWriter(
-        client,
-        max_actions=settings.bulk_max_actions,
-        max_bytes=settings.bulk_max_bytes,
-        max_retry_seconds=settings.bulk_max_retry_seconds,
-        ilm=caps.ilm,
-    )
+    writer = build_writer(client, settings, ilm=caps.ilm)
     source = MlflowSource(tracking_uri)
     source.ping(settings.mlflow_connect_timeout_seconds)
     return SyncEngine(source, client, writer, settings, Progress() if progress else None), caps
@@ -374,16 +348,6 @@ def run(ctx: Context, interval: float | None) -> None:
                 log.exception("sync pass failed unexpectedly (%d in a row)", failures)
         stop.wait(pause if failures == 0 else min(pause * 2**failures, 600))
     log.info("stopped")
-
-
-from shipper.webhook.cli import reconcile, serve  # noqa: E402
-
-main_group.add_command(serve)
-main_group.add_command(reconcile)
-
-from shipper.compare_cli import compare  # noqa: E402
-
-main_group.add_command(compare)
 
 
 def _format_asked(argv: list[str]) -> str | None:

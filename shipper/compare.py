@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from shipper.setup.names import MODELS_INDEX
+from shipper.core.names import MODELS_INDEX
 
 PAGE_SIZE = 1000
 SOURCE_FIELDS = [

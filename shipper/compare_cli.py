@@ -7,6 +7,7 @@ import sys
 import click
 import orjson
 
+from shipper.context import Context
 from shipper.errors import ConfigError, ConnectivityError, ShipperError
 
 
@@ -19,9 +20,8 @@ class UnknownModelError(ShipperError):
 def _table(model: str, metrics: tuple[str, ...]) -> dict[str, object]:
     from elasticsearch import ApiError, NotFoundError, TransportError
 
-    from shipper.cli import Context
     from shipper.compare import comparison, fetch, metric_keys, model_names
-    from shipper.setup.names import MODELS_INDEX
+    from shipper.core.names import MODELS_INDEX
     from shipper.sink.client import _connectivity, build_client
 
     ctx = click.get_current_context().find_object(Context)

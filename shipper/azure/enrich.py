@@ -36,12 +36,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shipper.azure.events import Workspace
+from shipper import telemetry as metrics
 from shipper.azure.jobs import JobsClient, classify, describe, job_fields
+from shipper.core.events import Workspace
 from shipper.sink.bulk import BulkWriter
 from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import iso, run_entity
-from shipper.webhook import metrics
 
 log = logging.getLogger(__name__)
 

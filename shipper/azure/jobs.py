@@ -3,8 +3,8 @@
 `JobsClient` is all the shipper needs from Azure: a job by name, recent jobs, a pipeline's child
 jobs and an environment's image. `AzureMLJobs` implements it with `MLClient` and azure-identity's
 `DefaultAzureCredential` (managed identity, workload identity, environment variables or `az login`),
-one client per workspace named by the event's topic. `rest_jobs.RestJsonJobs` implements it offline
-from saved REST responses through azure-ai-ml's own deserializer (tests, demos).
+one client per workspace named by the event's topic. The tests implement it offline from saved REST
+responses through azure-ai-ml's own deserializer (tests/support/rest_jobs.py).
 
 `job_fields` turns an azure-ai-ml job entity (`Job` or the `_BaseJob` that pipeline children are
 listed as) into the `azureml.job.*` fields.
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shipper.azure.events import Workspace, parse_time
+from shipper.core.events import Workspace, parse_time
 from shipper.transforms.azureml_events import canonical_status, free_form, iso, text
 
 log = logging.getLogger(__name__)

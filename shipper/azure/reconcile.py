@@ -22,13 +22,14 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from shipper.azure.events import Workspace, parse_time
+from shipper import telemetry as metrics
 from shipper.azure.jobs import JobsClient, describe, job_fields
-from shipper.setup.names import RUNS_INDEX
+from shipper.core.entities import EntityWrite
+from shipper.core.events import Workspace, parse_time
+from shipper.core.names import RUNS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
-from shipper.sink.entities import EntityWrite, upsert_entities
+from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import iso, run_entity, stamp
-from shipper.webhook import metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shipper.setup import names
+from shipper.core import names
 
 ASSET_VERSION = 5
 MANAGED_BY = "shipper"

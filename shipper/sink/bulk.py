@@ -32,8 +32,8 @@ from tenacity import (
 )
 
 from shipper import telemetry
+from shipper.core.names import DEAD_LETTER_INDEX, month_start_ms, partition_families
 from shipper.errors import WriteError
-from shipper.setup.names import DEAD_LETTER_INDEX, month_start_ms, partition_families
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Build the Elasticsearch client from settings; probe what the cluster can do."""
+"""The one factory of Elasticsearch clients and bulk writers built from settings; probe the cluster.
+
+Every command, the webhook and the benchmarks build their client with `build_client` and their bulk
+writers with `build_writer`, so a new setting is honoured everywhere at once."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from elasticsearch.serializer import JsonSerializer
 
 from shipper.config import Settings
 from shipper.errors import ConnectivityError, summarise_body
+from shipper.sink.bulk import BulkWriter
 
 try:  # orjson is a declared dependency; the fallback only keeps odd installs working
     from elasticsearch.serializer import OrjsonSerializer as _Serializer
@@ -41,6 +45,26 @@ def build_client(settings: Settings) -> Elasticsearch:
     elif settings.elasticsearch_bearer_token is not None:
         kwargs["bearer_auth"] = settings.elasticsearch_bearer_token.get_secret_value()
     return Elasticsearch(hosts, **kwargs)  # type: ignore[arg-type]
+
+
+def build_writer(
+    client: Elasticsearch,
+    settings: Settings,
+    *,
+    ilm: bool = False,
+    max_retry_seconds: float | None = None,
+) -> BulkWriter:
+    """A bulk writer with the settings' batch limits; `max_retry_seconds` overrides the settings'
+    retry budget (the webhook answers within its write budget)."""
+    return BulkWriter(
+        client,
+        max_actions=settings.bulk_max_actions,
+        max_bytes=settings.bulk_max_bytes,
+        max_retry_seconds=(
+            settings.bulk_max_retry_seconds if max_retry_seconds is None else max_retry_seconds
+        ),
+        ilm=ilm,
+    )
 
 
 @dataclass(frozen=True)

@@ -13,45 +13,16 @@ same on every Elasticsearch, including the minimal distribution the tests run on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from shipper.core.entities import EntityWrite, merge
 from shipper.errors import WriteError
 from shipper.sink.bulk import BulkResult, BulkWriter
 
 MAX_ROUNDS = 10
-
-
-@dataclass(frozen=True)
-class EntityWrite:
-    index: str
-    id: str
-    owner: str
-    stamp: int
-    # Top-level fields this source owns; a None value removes the field.
-    doc: dict[str, Any] = field(default_factory=dict)
-
-
-def merge(current: dict[str, Any] | None, write: EntityWrite) -> dict[str, Any] | None:
-    """The stored document after `write`, or None when the stored view is newer (a no-op)."""
-    stored = dict(current or {})
-    mlops = dict(stored.get("mlops") or {})
-    versions = dict(mlops.get("versions") or {})
-    previous = versions.get(write.owner)
-    if previous is not None and previous > write.stamp:
-        return None
-    for key, value in write.doc.items():
-        if value is None:
-            stored.pop(key, None)
-        else:
-            stored[key] = value
-    versions[write.owner] = write.stamp
-    mlops["versions"] = versions
-    stored["mlops"] = mlops
-    return stored
 
 
 def upsert_entities(

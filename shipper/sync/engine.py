@@ -27,9 +27,10 @@ from elasticsearch import Elasticsearch
 
 from shipper import telemetry
 from shipper.config import Settings
-from shipper.setup.names import MODELS_INDEX
+from shipper.core.entities import EntityWrite
+from shipper.core.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
-from shipper.sink.entities import EntityWrite, upsert_entities
+from shipper.sink.entities import upsert_entities
 from shipper.sources.mlflow_tracking import HISTORY_PAGE, MlflowSource, select_experiments
 from shipper.sources.records import Experiment, MetricPoint, Run
 from shipper.sync.state import (

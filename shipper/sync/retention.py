@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from elasticsearch import Elasticsearch
 
-from shipper.setup.names import month_start_ms, partition_families
+from shipper.core.names import month_start_ms, partition_families
 
 
 def expired(index: str, retention_days: int, now: datetime) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from shipper.setup.names import STATE_INDEX
+from shipper.core.names import STATE_INDEX
 
 MODELS_STATE_ID = "models"
 

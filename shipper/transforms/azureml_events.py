@@ -30,19 +30,21 @@ from typing import Any
 
 import orjson
 
-from shipper.azure.events import AZUREML_PREFIX, Event, Workspace, parse_time
-from shipper.setup.names import RUNS_INDEX, events_index
-from shipper.sink.entities import EntityWrite
+from shipper.core.entities import EntityWrite
+from shipper.core.events import (
+    DATASET_DRIFT_DETECTED,
+    MODEL_DEPLOYED,
+    MODEL_REGISTERED,
+    RUN_COMPLETED,
+    RUN_STATUS_CHANGED,
+    Event,
+    Workspace,
+    parse_time,
+)
+from shipper.core.names import RUNS_INDEX, events_index
 
 OWNER = "azureml"
 MAX_ID_BYTES = 512
-
-RUN_STATUS_CHANGED = AZUREML_PREFIX + "RunStatusChanged"
-RUN_COMPLETED = AZUREML_PREFIX + "RunCompleted"
-MODEL_REGISTERED = AZUREML_PREFIX + "ModelRegistered"
-MODEL_DEPLOYED = AZUREML_PREFIX + "ModelDeployed"
-DATASET_DRIFT_DETECTED = AZUREML_PREFIX + "DatasetDriftDetected"
-KNOWN_TYPES = (RUN_STATUS_CHANGED, RUN_COMPLETED, MODEL_REGISTERED, MODEL_DEPLOYED, DATASET_DRIFT_DETECTED)
 
 # Azure ML job statuses, in lifecycle order (the rank breaks ties between events of one time).
 _LIFECYCLE = (

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shipper.setup.names import MODELS_INDEX, RUNS_INDEX, metrics_index
-from shipper.sink.entities import EntityWrite
+from shipper.core.entities import EntityWrite
+from shipper.core.names import MODELS_INDEX, RUNS_INDEX, metrics_index
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 MAX_ID_BYTES = 512

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from shipper import __version__
-from shipper.webhook import metrics
+from shipper import telemetry as metrics
 from shipper.webhook.auth import Authenticator, AuthUnavailable
 from shipper.webhook.service import Answer, WebhookService
 

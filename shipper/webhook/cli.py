@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import click
@@ -105,12 +104,6 @@ def serve(
 )
 @click.option("--dry-run", is_flag=True, help="Say which runs would be written; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--rest-jobs",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    hidden=True,
-    help="Answer from saved REST job documents in this folder instead of Azure (demos, tests).",
-)
 @click.pass_obj
 def reconcile(
     obj: Any,
@@ -119,17 +112,15 @@ def reconcile(
     max_jobs: int,
     dry_run: bool,
     as_json: bool,
-    rest_jobs: Path | None,
 ) -> None:
     """Write the Azure ML runs whose Event Grid events never arrived.
 
     Lists recent jobs (and pipeline steps) through azure-ai-ml with DefaultAzureCredential and
     writes each run whose mlops-runs document is missing or shows another status.
     """
-    from shipper.azure.events import parse_workspace
     from shipper.azure.reconcile import reconcile as run_reconcile
-    from shipper.sink.bulk import BulkWriter
-    from shipper.sink.client import build_client, probe
+    from shipper.core.events import parse_workspace
+    from shipper.sink.client import build_client, build_writer, probe
     from shipper.webhook.server import azure_jobs_client, workspaces_of
 
     try:
@@ -156,26 +147,14 @@ def reconcile(
             raise ConfigError(
                 ["no workspace to reconcile: pass --workspace or set SHIPPER_AZUREML_WORKSPACES"]
             )
-        jobs: Any
-        if rest_jobs is not None:
-            from shipper.azure.rest_jobs import RestJsonJobs
-
-            jobs = RestJsonJobs.from_directory(rest_jobs)
-        else:
-            jobs = azure_jobs_client()
+        jobs = azure_jobs_client()
         if jobs is None:
             raise ConfigError(
                 ["reconcile needs azure-ai-ml and azure-identity: pip install 'shipper[azure]'"]
             )
         client = build_client(settings)
         caps = probe(client)
-        writer = BulkWriter(
-            client,
-            settings.bulk_max_actions,
-            settings.bulk_max_bytes,
-            settings.bulk_max_retry_seconds,
-            ilm=caps.ilm,
-        )
+        writer = build_writer(client, settings, ilm=caps.ilm)
         summary = run_reconcile(
             client,
             writer,

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from tenacity import Retrying, stop_after_attempt, wait_exponential_jitter
 
-from shipper.webhook import metrics
+from shipper import telemetry as metrics
 
 log = logging.getLogger(__name__)
 

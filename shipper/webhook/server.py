@@ -12,7 +12,6 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,10 +24,11 @@ from elasticsearch import Elasticsearch
 from fastapi import FastAPI
 
 from shipper.azure.enrich import Enricher
-from shipper.azure.events import Workspace, parse_workspace
 from shipper.azure.jobs import JobsClient
 from shipper.config import Settings
+from shipper.core.events import Workspace, parse_workspace
 from shipper.sink.bulk import BulkWriter
+from shipper.sink.client import build_client, build_writer
 from shipper.webhook.app import create_app
 from shipper.webhook.auth import Authenticator, EntraVerifier
 from shipper.webhook.notify import Notifier
@@ -91,7 +91,7 @@ class Webhook:
 
         assert self.jobs is not None
         workspaces = workspaces_of(self.settings)
-        writer = BulkWriter(self.client)
+        writer = build_writer(self.client, self.settings)
         while not self._stop.wait(self.reconcile_every):
             try:
                 summary = reconcile(
@@ -175,7 +175,6 @@ def build_webhook(
     ilm: bool = False,
 ) -> Webhook:
     """Raise ValueError when the configuration cannot make a safe webhook (e.g. no credentials)."""
-    from shipper.sink.client import build_client
 
     entra = None
     if settings.webhook_entra_tenant_id:
@@ -192,20 +191,8 @@ def build_webhook(
     base = client if client is not None else build_client(settings)
     budget = settings.webhook_write_budget_seconds
     bounded = base.options(request_timeout=min(settings.elasticsearch_request_timeout, budget))
-    writer = BulkWriter(
-        bounded,
-        max_actions=settings.bulk_max_actions,
-        max_bytes=settings.bulk_max_bytes,
-        max_retry_seconds=budget,
-        ilm=ilm,
-    )
-    background_writer = BulkWriter(
-        base,
-        max_actions=settings.bulk_max_actions,
-        max_bytes=settings.bulk_max_bytes,
-        max_retry_seconds=settings.bulk_max_retry_seconds,
-        ilm=ilm,
-    )
+    writer = build_writer(bounded, settings, ilm=ilm, max_retry_seconds=budget)
+    background_writer = build_writer(base, settings, ilm=ilm)
 
     enricher = None
     if enrich and settings.azureml_enrichment:
@@ -311,44 +298,6 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
         timeout_keep_alive=75,
         lifespan="off",
     )
-
-
-class BackgroundServer:
-    """uvicorn serving an app on loopback from a thread: for tests and the benchmark."""
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.host, self.port = self._socket.getsockname()[:2]
-        self.server = uvicorn.Server(uvicorn_config(app, host, self.port))
-        self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> BackgroundServer:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the webhook server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
-        self._socket.close()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 def run_forever(webhook: Webhook, host: str, port: int, drain_seconds: float = 10.0) -> None:

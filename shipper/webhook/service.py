@@ -34,14 +34,22 @@ from typing import Any
 import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from shipper import telemetry as metrics
 from shipper.azure.enrich import Enricher, EnrichRequest
-from shipper.azure.events import Delivery, Event, InvalidPayload, normalise_topic, parse_delivery
-from shipper.errors import ShipperError, WriteError
-from shipper.setup.names import DEAD_LETTER_INDEX, RUNS_INDEX
-from shipper.sink.bulk import BulkWriter
-from shipper.sink.entities import EntityWrite, upsert_entities
-from shipper.transforms.azureml_events import (
+from shipper.core.entities import EntityWrite
+from shipper.core.events import (
     MODEL_REGISTERED,
+    Delivery,
+    Event,
+    InvalidPayload,
+    normalise_topic,
+    parse_delivery,
+)
+from shipper.core.names import DEAD_LETTER_INDEX, RUNS_INDEX
+from shipper.errors import ShipperError, WriteError
+from shipper.sink.bulk import BulkWriter
+from shipper.sink.entities import upsert_entities
+from shipper.transforms.azureml_events import (
     RunEvent,
     event_action,
     iso,
@@ -52,7 +60,6 @@ from shipper.transforms.azureml_events import (
     run_view,
     text,
 )
-from shipper.webhook import metrics
 from shipper.webhook.notify import Notifier, model_notification, run_notification
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from shipper.webhook import metrics
+from shipper import telemetry as metrics
 
 log = logging.getLogger(__name__)
 

@@ -258,7 +258,7 @@ RECEIVED = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def golden_event_docs() -> list[dict[str, Any]]:
-    from shipper.azure.events import parse_delivery
+    from shipper.core.events import parse_delivery
     from shipper.transforms.azureml_events import event_action
 
     actions = []

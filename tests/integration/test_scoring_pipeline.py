@@ -36,6 +36,7 @@ from shipper.assets.scoring.pipeline import (
     required_processors,
 )
 from tests.integration.test_scoring_data_stream import logstash_metric_event, logstash_request_event
+from tests.support import golden
 from tests.support.ingest_node import IngestNode, IngestNodeError, install_pipelines
 from tests.support.scoring import GoldenCase, GrokEngine, golden_cases, strip_volatile
 from tests.support.scoring_contract import CONTRACT
@@ -121,8 +122,7 @@ def _leaves(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _load_expected(case: GoldenCase) -> list[dict[str, Any]]:
-    if not case.expected_path.exists():
-        return []
+    golden.require(case.expected_path, __file__)
     data: list[dict[str, Any]] = json.loads(case.expected_path.read_text(encoding="utf-8"))["expected"]
     return data
 
@@ -143,15 +143,15 @@ def test_grok_golden(case: GoldenCase, engine: GrokEngine, update_golden: bool) 
     results = grok_results(engine, case.records)
     unparsed = {i for i, r in enumerate(results) if r["unparsed"]}
     assert unparsed == _expect_unparsed(case), [case.records[i][:120] for i in sorted(unparsed)]
-    expected = _load_expected(case)
     if update_golden:
-        documents = {e["event.original"]: e["document"] for e in expected if "document" in e}
+        known = _load_expected(case) if case.expected_path.exists() else []
+        documents = {e["event.original"]: e["document"] for e in known if "document" in e}
         for entry in results:
             if entry["event.original"] in documents:
                 entry["document"] = documents[entry["event.original"]]
         _write_expected(case, results)
         return
-    assert expected, f"{case.expected_path.name} is missing: run pytest --update-golden"
+    expected = _load_expected(case)
     assert [{k: v for k, v in e.items() if k != "document"} for e in expected] == results
 
 

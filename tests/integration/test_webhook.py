@@ -2,7 +2,7 @@
 
 Payloads are built with azure-eventgrid's own models (`EventGridEvent`, `CloudEvent`) from the
 documented Azure ML schemas; Azure ML job details come from REST JSON through azure-ai-ml's own
-deserializer (shipper.azure.rest_jobs). Every test uses its own run ids, event ids and experiment
+deserializer (tests.support.rest_jobs). Every test uses its own run ids, event ids and experiment
 names, so the cluster can be shared with other tests; nothing is deleted.
 """
 
@@ -29,17 +29,19 @@ from azure.eventgrid import EventGridEvent, SystemEventNames
 from azure.eventgrid._legacy._helpers import _cloud_event_to_generated
 from click.testing import CliRunner
 from elasticsearch import Elasticsearch
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from shipper.azure.rest_jobs import RestJsonJobs
 from shipper.config import Settings
+from shipper.core.names import DEAD_LETTER_INDEX, RUNS_INDEX
 from shipper.setup.installer import install
-from shipper.setup.names import DEAD_LETTER_INDEX, RUNS_INDEX
 from shipper.sink.bulk import BulkWriter
 from shipper.sink.client import build_client, probe
 from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import run_entity, stamp
-from shipper.webhook.server import BackgroundServer, Webhook, build_webhook
+from shipper.webhook.server import Webhook, build_webhook
+from tests.support.background_server import BackgroundServer
+from tests.support.rest_jobs import RestJsonJobs
 
 pytestmark = pytest.mark.integration
 
@@ -520,15 +522,16 @@ def test_elasticsearch_down_is_503_then_everything_is_written_once(
     real_client, real_writer = hook.webhook.service.client, hook.webhook.service.writer
     closed = Elasticsearch("http://127.0.0.1:9", request_timeout=2, max_retries=0)
     hook.webhook.service.use_elasticsearch(closed, BulkWriter(closed, max_retry_seconds=1.0))
-    started = time.monotonic()
+    retries_before = REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0
     reply = hook.post(batch)
-    elapsed = time.monotonic() - started
     assert reply.status == 503
+    # The writer retried within its budget, then gave up and answered (how long an answer takes is
+    # bench/webhook.py's measure, not a test's).
+    assert (REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0) > retries_before
     assert reply.headers["retry-after"] == "7"
     message = reply.json()["message"]
     assert "send it again after 7 s" in message and "Event Grid redelivers" in message
     assert "pass" not in message  # a delivery is redelivered, not repeated by a sync pass
-    assert elapsed < 15  # well within Event Grid's 30 s
     assert call("GET", f"{hook.url}/readyz").status == 503  # not ready while Elasticsearch is away
     # A payload that can never succeed cannot even be dead-lettered now: 503, so it comes again.
     assert hook.post(None, raw=b"[garbage").status == 503
@@ -663,10 +666,9 @@ def test_enrichment_failure_never_loses_or_delays_the_event(
     jobs.fail(run_id, *[ServiceRequestError("Azure is down") for _ in range(1000)])
     hook = start_hook(jobs=jobs)
     event = status_event(run_id, "Failed", NOW)
-    started = time.monotonic()
     assert hook.post([event]).status == 200
-    assert time.monotonic() - started < 2
-    # Written at once, enrichment pending.
+    # Written before the answer, enrichment still pending: the answer did not wait for Azure (the
+    # acknowledgement latency is measured by bench/webhook.py).
     doc = run_doc(es, run_id)
     assert doc is not None and doc["azureml"]["run"]["status"] == "Failed"
     assert doc["azureml"]["enrichment"]["status"] == "pending"
@@ -777,7 +779,7 @@ def recent(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_reconcile_writes_the_runs_whose_events_never_came(
-    es: Elasticsearch, hook: Hook, tmp_path: Path
+    es: Elasticsearch, hook: Hook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen, missed, parent, step = unique("seen"), unique("missed"), unique("pipe"), unique("step")
     pending = unique("pending")
@@ -802,10 +804,15 @@ def test_reconcile_writes_the_runs_whose_events_never_came(
     view = {"run": {"id": pending, "status": "Failed"}, "enrichment": {"status": "pending"}}
     upsert_entities(es, BulkWriter(es), [run_entity(pending, stamp(NOW - timedelta(minutes=20)), view)])
 
+    # Azure cannot run here: the command's jobs client answers from the saved REST documents.
+    monkeypatch.setattr(
+        "shipper.webhook.server.azure_jobs_client", lambda: RestJsonJobs.from_directory(folder)
+    )
+
     def reconcile(*extra: str) -> dict[str, Any]:
         result = CliRunner().invoke(
             __import__("shipper.cli", fromlist=["main_group"]).main_group,
-            ["reconcile", "--workspace", WS, "--rest-jobs", str(folder), "--json", *extra],
+            ["reconcile", "--workspace", WS, "--json", *extra],
             env={"SHIPPER_ELASTICSEARCH_URL": hook.webhook.settings.elasticsearch_url},
             catch_exceptions=False,
         )

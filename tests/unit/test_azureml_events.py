@@ -22,16 +22,16 @@ from azure.eventgrid._legacy._helpers import _cloud_event_to_generated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipper.azure.events import (
+from shipper.core.events import (
+    KNOWN_TYPES,
     SUBSCRIPTION_VALIDATION,
     InvalidPayload,
     parse_delivery,
     parse_time,
     parse_workspace,
 )
-from shipper.setup.names import RUNS_INDEX
+from shipper.core.names import RUNS_INDEX
 from shipper.transforms.azureml_events import (
-    KNOWN_TYPES,
     document_id,
     event_action,
     event_document,
@@ -43,6 +43,7 @@ from shipper.transforms.azureml_events import (
     snake,
     stamp,
 )
+from tests.support import golden
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "azureml"
 RECEIVED = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -75,15 +76,17 @@ def documents(body: bytes, content_type: str) -> dict[str, Any]:
 GOLDEN_INPUTS = sorted(p for p in GOLDEN.glob("*.json") if not p.name.endswith("-expected.json"))
 
 
+def _render(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
 @pytest.mark.parametrize("path", GOLDEN_INPUTS, ids=lambda p: p.stem)
 def test_golden(path: Path, update_golden: bool) -> None:
     content_type = CONTENT_TYPES[path.stem.split("-")[0]]
     actual = documents(path.read_bytes(), content_type)
     expected_path = path.with_name(path.name + "-expected.json")
-    rendered = orjson.dumps(actual, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-    if update_golden or not expected_path.exists():
-        expected_path.write_bytes(rendered)
-    assert orjson.loads(expected_path.read_bytes()) == orjson.loads(rendered)
+    expected, rendered = golden.compare_json(expected_path, actual, update_golden, __file__, _render)
+    assert expected == rendered
 
 
 def by_action(body: dict[str, Any]) -> dict[str, dict[str, Any]]:

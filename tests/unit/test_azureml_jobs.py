@@ -16,9 +16,9 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest
 
 from shipper.azure.enrich import EnrichRequest, PendingRuns
-from shipper.azure.events import parse_workspace
 from shipper.azure.jobs import classify, job_fields, parse_environment
-from shipper.azure.rest_jobs import RestJsonJobs
+from shipper.core.events import parse_workspace
+from tests.support.rest_jobs import RestJsonJobs
 
 JOBS = Path(__file__).resolve().parent.parent / "golden" / "azureml" / "jobs"
 WS = parse_workspace(

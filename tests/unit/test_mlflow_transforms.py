@@ -20,6 +20,7 @@ from shipper.transforms.mlflow_docs import (
     run_write,
     version_number,
 )
+from tests.support import golden
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "mlflow"
 
@@ -65,9 +66,7 @@ def _render() -> dict[str, Any]:
 def test_documents_match_golden(update_golden: bool) -> None:
     expected_file = GOLDEN / "expected.json"
     actual = json.loads(json.dumps(_render(), ensure_ascii=False))
-    if update_golden:
-        expected_file.write_text(json.dumps(actual, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-    expected = json.loads(expected_file.read_text(encoding="utf-8"))
+    expected, actual = golden.compare_json(expected_file, actual, update_golden, __file__)
     assert actual == expected
 
 

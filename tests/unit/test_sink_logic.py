@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shipper.core.entities import EntityWrite, merge
+from shipper.core.names import metrics_index, month_start_ms
 from shipper.setup.assets import ASSET_VERSION, build_assets
 from shipper.setup.installer import content_hash, processor_types
-from shipper.setup.names import metrics_index, month_start_ms
-from shipper.sink.entities import EntityWrite, merge
 from shipper.sync.retention import expired
 
 

@@ -4,8 +4,8 @@ Jobs are given as the JSON the workspace's jobs API returns (an ARM `JobBase` re
 children as the JSON of the run-history API (a `Run`), and both are turned into azure-ai-ml
 entities exactly as `MLClient` does: the REST model deserializer of azure-ai-ml, then
 `Job._from_rest_object`. So what the shipper reads from these entities is what it would read
-from a live workspace. Used by the tests and for demos without Azure; scripted failures
-(`fail`) stand for throttling and outages.
+from a live workspace. Azure cannot run here, so this is the nearest real thing the tests have;
+scripted failures (`fail`) stand for throttling and outages.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shipper.azure.events import Workspace
+from shipper.core.events import Workspace
 
 
 def job_from_rest(document: Mapping[str, Any]) -> Any:

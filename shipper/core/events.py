@@ -35,6 +35,14 @@ import orjson
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 AZUREML_PREFIX = "Microsoft.MachineLearningServices."
 
+# The Azure ML event types the shipper reads; others are kept as they came.
+RUN_STATUS_CHANGED = AZUREML_PREFIX + "RunStatusChanged"
+RUN_COMPLETED = AZUREML_PREFIX + "RunCompleted"
+MODEL_REGISTERED = AZUREML_PREFIX + "ModelRegistered"
+MODEL_DEPLOYED = AZUREML_PREFIX + "ModelDeployed"
+DATASET_DRIFT_DETECTED = AZUREML_PREFIX + "DatasetDriftDetected"
+KNOWN_TYPES = (RUN_STATUS_CHANGED, RUN_COMPLETED, MODEL_REGISTERED, MODEL_DEPLOYED, DATASET_DRIFT_DETECTED)
+
 Schema = Literal["EventGridEvent", "CloudEvent"]
 
 MAX_PROBLEMS = 20

@@ -1,0 +1,1 @@
+"""Pure transforms: MLflow records and Azure ML events into the documents the shipper writes."""
