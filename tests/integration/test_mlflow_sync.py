@@ -453,21 +453,109 @@ def test_run_polls_until_sigterm_then_exits_cleanly(
     assert count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": logged.experiment}}) == 24
 
 
-def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
-    env: dict[str, str], es: Any, logged: Logged, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from shipper.config import load_settings
-    from shipper.errors import WriteError
-    from shipper.sink.bulk import BulkWriter
-    from shipper.sink.client import build_client
+class BulkRefusingProxy:
+    """A real HTTP proxy in front of the real Elasticsearch that passes every request through except
+    `_bulk`, which it answers 503: Elasticsearch "goes away" for writes in the middle of a pass, after
+    the pass has read its checkpoints."""
 
-    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", "http://127.0.0.1:9")
-    writer = BulkWriter(build_client(load_settings()), max_retry_seconds=1.5)
-    retries_before = REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0
-    with pytest.raises(WriteError, match="nothing was checkpointed"):
-        writer.write([{"_op_type": "index", "_index": "mlops-runs", "_id": "x", "_source": {}}])
-    # It retried, with backoff, until the budget ran out (bench/faults.py measures outages in time).
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.bulk_refused = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "/_bulk" in self.path:
+                    proxy.bulk_refused += 1
+                    self._answer(503, {"X-Elastic-Product": "Elasticsearch"}, b'{"error":"down"}')
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                request = urllib.request.Request(
+                    upstream + self.path, data=body or None, headers=headers, method=self.command
+                )
+                try:
+                    with opener.open(request, timeout=30) as resp:
+                        self._answer(resp.status, dict(resp.headers.items()), resp.read())
+                except urllib.error.HTTPError as err:
+                    self._answer(err.code, dict(err.headers.items()), err.read())
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _relay
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
+    env: dict[str, str],
+    es: Any,
+    es_url: str,
+    logged: Logged,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
+    shipper("setup")
+    sync_json()
+    run_id = logged.runs["running"]
+    es.indices.refresh(index="mlops-shipper-state")
+    before = es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"]
+    points_before = count(es, "mlops-metrics-*", by_run(run_id))
+
+    # New points, then a pass whose writes all fail.
+    client = MlflowClient(mlflow_uri)
+    now = int(time.time() * 1000)
+    for step in (2, 3, 4):
+        client.log_metric(run_id, "accuracy", 0.1 * step, timestamp=now + step, step=step)
+    proxy = BulkRefusingProxy(es_url)
+    try:
+        monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", proxy.url)
+        monkeypatch.setenv("SHIPPER_BULK_MAX_RETRY_SECONDS", "1.5")
+        retries_before = REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0
+        result = CliRunner().invoke(main_group, ["sync"], catch_exceptions=False)
+    finally:
+        proxy.close()
+    assert result.exit_code == 5, result.output
+    assert "nothing was checkpointed" in result.output
+    assert proxy.bulk_refused > 1, "the write was retried"
     assert (REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0) > retries_before
+
+    # The checkpoint in the real Elasticsearch did not move, and no point of the failed pass landed.
+    es.indices.refresh(index="mlops-shipper-state")
+    assert es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"] == before
+    assert count(es, "mlops-metrics-*", by_run(run_id)) == points_before
+
+    # The next pass, with Elasticsearch back, ships exactly the three new points, once.
+    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", es_url)
+    summary = sync_json()
+    assert summary["points_written"] == 3, summary
+    assert count(es, "mlops-metrics-*", by_run(run_id)) == points_before + 3
+    es.indices.refresh(index="mlops-shipper-state")
+    assert es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"] != before
 
 
 def test_local_sqlite_store_with_filters(
