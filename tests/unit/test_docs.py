@@ -60,7 +60,9 @@ def test_table_in_reads_only_the_table() -> None:
 def test_readme_links_the_configuration_instead_of_copying_it() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "(docs/configuration.md)" in readme
-    assert "| variable | default | meaning |" not in readme, "the configuration table lives in docs/configuration.md"
+    assert "| variable | default | meaning |" not in readme, (
+        "the configuration table lives in docs/configuration.md"
+    )
 
 
 def test_readme_quickstart_commands_exist() -> None:
@@ -79,7 +81,7 @@ def link_problems(document: Path, text: str) -> list[str]:
         parts = urlsplit(target)
         if parts.scheme in ("http", "https"):
             if not EXAMPLE_HOSTS.search(parts.hostname or ""):
-                problems.append(f"{target}: a web address; the documentation links only inside the repository")
+                problems.append(f"{target}: a web address; link only inside the repository")
             continue
         if parts.scheme:
             problems.append(f"{target}: a {parts.scheme}: link; link a file of the repository instead")
