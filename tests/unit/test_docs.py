@@ -73,6 +73,25 @@ def test_readme_quickstart_commands_exist() -> None:
     assert "bash scripts/test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
+def anchors(text: str) -> set[str]:
+    """The anchors of a Markdown page's headings, as GitHub makes them (lower case, punctuation
+    dropped, spaces to hyphens; a repeated heading gets -1, -2...)."""
+    seen: dict[str, int] = {}
+    found = set()
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
 def link_problems(document: Path, text: str) -> list[str]:
     """Every link of `text` (the content of `document`) that leaves the repository, names a missing
     file, or points at a web address other than an example host."""
@@ -86,13 +105,15 @@ def link_problems(document: Path, text: str) -> list[str]:
         if parts.scheme:
             problems.append(f"{target}: a {parts.scheme}: link; link a file of the repository instead")
             continue
-        if not parts.path:
-            continue  # an anchor in the same page
-        resolved = (document.parent / unquote(parts.path)).resolve()
+        resolved = (document.parent / unquote(parts.path)).resolve() if parts.path else document
         if not resolved.is_relative_to(REPO):
             problems.append(f"{target}: points outside the repository")
-        elif not resolved.exists():
+        elif parts.path and not resolved.exists():
             problems.append(f"{target}: no such file in the repository")
+        elif parts.fragment and resolved.suffix == ".md":
+            page = text if resolved == document else resolved.read_text(encoding="utf-8")
+            if parts.fragment not in anchors(page):
+                problems.append(f"{target}: no heading makes the anchor #{parts.fragment}")
     if "../shared" in text:
         problems.append("mentions ../shared, which is outside the repository")
     return problems
@@ -104,16 +125,25 @@ def test_links_stay_inside_the_repository(document: Path) -> None:
     assert not problems, f"{document.relative_to(REPO)}:\n" + "\n".join(problems)
 
 
+def test_anchors_are_githubs() -> None:
+    text = (
+        "# Comparing model versions: `shipper compare`\n"
+        "```\n# not a heading\n```\n## Exit codes\n## Exit codes\n"
+    )
+    assert anchors(text) == {"comparing-model-versions-shipper-compare", "exit-codes", "exit-codes-1"}
+
+
 def test_link_checker_refuses_what_it_should() -> None:
     page = REPO / "docs" / "page.md"
     text = (
-        "[ok](configuration.md) [ok](../README.md#quickstart) [anchor](#top) "
+        "# Top\n[ok](configuration.md) [ok](../README.md#quickstart) [anchor](#top) [bad](#nowhere) "
         "![img](images/kibana-versions-parallel-coordinates.png) [host](https://es.example.com:9200) "
         "[out](../../shared/DESIGN.md) [missing](nothing-here.md) [web](https://github.com/elastic/kibana) "
         "[mail](mailto:someone@example.com)"
     )
     problems = link_problems(page, text)
     assert [p.split(":")[0] for p in problems] == [
+        "#nowhere",
         "../../shared/DESIGN.md",
         "nothing-here.md",
         "https",
