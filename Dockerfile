@@ -3,7 +3,7 @@
 #   docker build -t mlops-shipper:0.1.0 .                      # with the azure extra (Event Grid enrichment)
 #   docker build --build-arg EXTRAS= -t mlops-shipper:0.1.0 .  # MLflow and Elasticsearch only
 # Run: `docker run --rm mlops-shipper:0.1.0 validate`, `... run`, `... serve` (the default), `... setup`.
-# Settings are SHIPPER_* environment variables (README, "Configuration"); never bake secrets in.
+# Settings are SHIPPER_* environment variables (docs/configuration.md); never bake secrets in.
 
 # One exact tag for both stages: the build stage's venv links to this interpreter.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm

@@ -1,8 +1,8 @@
-"""Print the configuration reference table of README.md from shipper.config.Settings.
+"""Print the configuration reference table of docs/configuration.md from shipper.config.Settings.
 
-    .venv/bin/python scripts/config_reference.py   # then paste over README's table
+    .venv/bin/python scripts/config_reference.py   # then paste over the table in docs/configuration.md
 
-tests/unit/test_docs.py fails when README.md and the settings drift apart.
+tests/unit/test_docs.py fails when docs/configuration.md and the settings drift apart.
 """
 
 from __future__ import annotations

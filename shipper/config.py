@@ -550,7 +550,7 @@ def describe_error(error: Any) -> str:
     elif kind == "missing":
         text = "is required; set it"
     else:  # a kind this table does not know yet: pydantic's words, with the place and the way out
-        text = f"{error.get('msg', 'is not valid')}; see `shipper validate --help` and the README's table"
+        text = f"{error.get('msg', 'is not valid')}; see `shipper validate --help` and docs/configuration.md"
     return f"{label}: {text}" if label else text
 
 
