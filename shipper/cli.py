@@ -312,7 +312,8 @@ def run(ctx: Context, interval: float | None) -> None:
     """Poll MLflow until stopped: a sync pass, a pause, again.
 
     On SIGTERM or Ctrl-C the current batch is finished and checkpointed, then it exits 0.
-    Without ILM it also deletes time-partitioned indices older than SHIPPER_RETENTION_DAYS.
+    Without ILM it also deletes time-partitioned indices older than SHIPPER_RETENTION_DAYS
+    (of several pollers, SHIPPER_SHARD=0/n alone does).
     """
     from shipper.sync.retention import prune
 
@@ -329,7 +330,8 @@ def run(ctx: Context, interval: float | None) -> None:
         try:
             summary = engine.run_pass(stop=stop)
             log.info("%s", summary.line())
-            if not caps.ilm:
+            shard = settings.shard_of()
+            if not caps.ilm and (shard is None or shard.index == 0):  # one retention pass, not n
                 for index in prune(engine.client, settings.retention_days):
                     log.info("retention: deleted %s", index)
             failures = 0

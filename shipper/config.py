@@ -12,10 +12,12 @@ read by the MLflow client, not here.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -56,6 +58,44 @@ def _is_http_url(url: str) -> bool:
 def split_csv(text: str) -> list[str]:
     """`a, b,,c` -> ["a", "b", "c"]: how every list setting is written in the environment."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: owns the experiments whose stable hash modulo `count` is `index`."""
+
+    index: int
+    count: int
+
+    def owns(self, experiment_id: str) -> bool:
+        return shard_of_experiment(experiment_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of_experiment(experiment_id: str, count: int) -> int:
+    """Which of `count` shards owns an experiment: the same answer in every process and on every
+    machine (a digest of the id, not Python's salted hash())."""
+    digest = hashlib.sha1(experiment_id.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return int(digest[:8], 16) % count
+
+
+def parse_shard(text: str) -> Shard:
+    """`i/n` -> Shard(i, n); ValueError naming the value and the fix."""
+    match = _SHARD.fullmatch(text)
+    fix = "write it as i/n with 0 <= i < n, e.g. 0/3 for the first of three pollers"
+    if match is None:
+        raise ValueError(f"{text!r} is not of the form i/n; {fix}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1:
+        raise ValueError(f"{text!r} has n = {count}; n must be at least 1; {fix}")
+    if index >= count:
+        raise ValueError(f"{text!r} has i = {index}, not below n = {count}; {fix}")
+    return Shard(index, count)
 
 
 class LogFormat(StrEnum):
@@ -149,6 +189,12 @@ class Settings(BaseSettings):
     )
     sync_interval_seconds: float = Field(
         default=60.0, gt=0, description="Pause between passes of `shipper run`."
+    )
+    shard: str | None = Field(
+        default=None,
+        description="`i/n`: this poller is shard i of n (0 <= i < n) and ships only the experiments "
+        "whose id hashes to i, with its own checkpoints; registered model versions and the retention "
+        "pass are left to shard 0. Empty: one poller ships everything.",
     )
     mlflow_connect_timeout_seconds: float = Field(
         default=10.0,
@@ -318,6 +364,18 @@ class Settings(BaseSettings):
                 "included)"
             )
         return value
+
+    @field_validator("shard")
+    @classmethod
+    def _check_shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_shard(value)  # raises ValueError naming the value and the fix
+        return value.strip()
+
+    def shard_of(self) -> Shard | None:
+        """This poller's shard, or None when one poller ships everything."""
+        return None if self.shard is None else parse_shard(self.shard)
 
     @field_validator("azureml_workspaces")
     @classmethod

@@ -223,6 +223,9 @@ class SyncEngine:
         selected = select_experiments(
             listed, self.settings.mlflow_experiments, self.settings.mlflow_exclude_experiments
         )
+        shard = self.settings.shard_of()
+        if shard is not None:  # this poller owns only its share of the experiments, and their runs
+            selected = [e for e in selected if shard.owns(e.id)]
         summary.experiments = len(selected)
         versions = self.source.model_versions()
         links = model_links(versions)
@@ -374,7 +377,8 @@ class SyncEngine:
         full: bool,
         stamp: int,
     ) -> None:
-        checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client)
+        shard = self.settings.shard_of()
+        checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client, shard)
         selected = set(experiment_ids)
         # Logged models of experiments this pass does not look at stay as they were.
         current = {
@@ -386,10 +390,16 @@ class SyncEngine:
         changed: list[EntityWrite] = []
         writes: list[EntityWrite] = []
         # Source runs outside this pass's experiments, fetched in batches.
-        missing = {mv.run_id for mv in versions if mv.run_id and mv.run_id not in runs}
+        missing = {
+            mv.run_id
+            for mv in versions
+            if mv.run_id and mv.run_id not in runs and (shard is None or shard.index == 0)
+        }
         if missing:
             runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
-        for mv in versions:
+        # Registered model versions are not per experiment: of several shards, shard 0 alone writes
+        # (and deletes) them; every shard still lists them to label its runs and points.
+        for mv in versions if shard is None or shard.index == 0 else []:
             source_run = runs.get(mv.run_id) if mv.run_id else None
             experiment = experiments.get(source_run.experiment_id) if source_run else None
             writes.append(model_version_write(mv, source_run, experiment, stamp))
@@ -412,4 +422,4 @@ class SyncEngine:
             return
         self.summary.writes.add(upsert_entities(self.client, self.writer, changed))
         self.summary.writes.add(self.writer.write(deletes))
-        self.writer.write([models_state_action(ModelsCheckpoint(current, scopes))])
+        self.writer.write([models_state_action(ModelsCheckpoint(current, scopes), shard)])

@@ -2,7 +2,8 @@
 
 One document per run (`run:<id>`) says what of that run is already in Elasticsearch: a fingerprint
 of everything the run document is made of, and for each metric key how many points were shipped and
-the newest one. One document (`models`) holds the fingerprints of the model documents. A checkpoint
+the newest one. One document (`models`, or `models-shard-<i>-of-<n>` for each shard of a sharded
+poller) holds the fingerprints of the model documents that poller wrote. A checkpoint
 is written only after the data it describes was written, so a crash at any moment leads to a
 repeat (overwrites with the same `_id`s), never to a gap.
 """
@@ -16,9 +17,15 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
+from shipper.config import Shard
 from shipper.core.names import STATE_INDEX
 
 MODELS_STATE_ID = "models"
+
+
+def models_state_id(shard: Shard | None) -> str:
+    """The models checkpoint's id: one per shard, so that shards never overwrite each other's."""
+    return MODELS_STATE_ID if shard is None else f"{MODELS_STATE_ID}-shard-{shard.index}-of-{shard.count}"
 
 
 @dataclass
@@ -72,11 +79,11 @@ def run_state_action(checkpoint: RunCheckpoint) -> dict[str, Any]:
     }
 
 
-def models_state_action(checkpoint: ModelsCheckpoint) -> dict[str, Any]:
+def models_state_action(checkpoint: ModelsCheckpoint, shard: Shard | None = None) -> dict[str, Any]:
     return {
         "_op_type": "index",
         "_index": STATE_INDEX,
-        "_id": MODELS_STATE_ID,
+        "_id": models_state_id(shard),
         "_source": {"kind": "models", "updated_at": _now(), "state": asdict(checkpoint)},
     }
 
@@ -96,9 +103,9 @@ def load_run_checkpoints(client: Elasticsearch) -> dict[str, RunCheckpoint]:
     return found
 
 
-def load_models_checkpoint(client: Elasticsearch) -> ModelsCheckpoint:
+def load_models_checkpoint(client: Elasticsearch, shard: Shard | None = None) -> ModelsCheckpoint:
     try:
-        doc = client.get(index=STATE_INDEX, id=MODELS_STATE_ID)
+        doc = client.get(index=STATE_INDEX, id=models_state_id(shard))
     except NotFoundError:
         return ModelsCheckpoint()
     return ModelsCheckpoint(**doc["_source"]["state"])
