@@ -153,10 +153,27 @@ def test_webhook_is_replicated_reachable_and_probed() -> None:
     assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [("/events", "shipper-webhook")]
 
 
-def test_poller_is_single_and_recreated() -> None:
-    poller = _by_kind("base", "Deployment")["shipper-poller"]
-    assert poller["spec"]["replicas"] == 1 and poller["spec"]["strategy"]["type"] == "Recreate"
-    assert poller["spec"]["template"]["spec"]["containers"][0]["args"] == ["run"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_poller_runs_one_shard_per_replica(overlay: str) -> None:
+    """Pod i of n runs SHIPPER_SHARD=i/n: the index from the pod-index label, n equal to replicas."""
+    assert "shipper-poller" not in _by_kind(overlay, "Deployment")
+    poller = _by_kind(overlay, "StatefulSet")["shipper-poller"]
+    spec = poller["spec"]
+    assert spec["replicas"] == 2 and spec["podManagementPolicy"] == "Parallel"
+    service = _by_kind(overlay, "Service")[spec["serviceName"]]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run"]
+    env = [e["name"] for e in container["env"]]
+    by_name = {e["name"]: e for e in container["env"]}
+    assert env.index("POD_INDEX") < env.index("SHIPPER_SHARD"), "$(POD_INDEX) expands only if defined before"
+    field = by_name["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert by_name["SHIPPER_SHARD"]["value"] == f"$(POD_INDEX)/{spec['replicas']}"
+
+
+def test_setup_job_args() -> None:
     job = _by_kind("base", "Job")["shipper-setup"]
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["setup", "--kibana"]
 
