@@ -25,15 +25,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def env(es_url: str, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any) -> None:
-    names = list(es.indices.get(index="mlops-*", expand_wildcards="all", allow_no_indices=True))
-    if names:
-        es.indices.delete(index=names)
-    monkeypatch.setenv("SHIPPER_ELASTICSEARCH_URL", es_url)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-
-
 def ship(es: Any) -> None:
     """`shipper setup` and `shipper sync`, then a refresh so the new versions are searchable."""
     shipper("setup")
@@ -77,7 +68,7 @@ def demo_expectations() -> list[dict[str, float]]:
 
 
 def test_compare_prints_what_the_demo_logged(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
+    env: dict[str, str], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     from mlflow import MlflowClient
 
@@ -123,7 +114,7 @@ def test_compare_prints_what_the_demo_logged(
 
 
 def test_compare_keeps_nonfinite_values_visible(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
+    env: dict[str, str], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     logged = log_experiment(mlflow_uri)
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)
@@ -144,7 +135,7 @@ def test_compare_keeps_nonfinite_values_visible(
 
 
 def test_unknown_model_and_metric_are_named(
-    env: None, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
+    env: dict[str, str], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any
 ) -> None:
     logged = log_experiment(mlflow_uri)
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", logged.experiment)

@@ -26,18 +26,6 @@ pytestmark = pytest.mark.integration
 LONG_TAG = "x" * 5000  # longer than any keyword's ignore_above: must stay in _source
 
 
-@pytest.fixture
-def env(es_url: str, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any) -> dict[str, str]:
-    """A clean Elasticsearch (only the shipper's own indices and templates) per test."""
-    names = list(es.indices.get(index="mlops-*", expand_wildcards="all", allow_no_indices=True))
-    if names:
-        es.indices.delete(index=names)
-    values = {"SHIPPER_ELASTICSEARCH_URL": es_url, "MLFLOW_TRACKING_URI": mlflow_uri}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
-
-
 def shipper(*args: str) -> Any:
     result = CliRunner().invoke(main_group, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output

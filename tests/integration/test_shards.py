@@ -24,18 +24,6 @@ from shipper.transforms.mlflow_docs import metric_point_id
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def env(es_url: str, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, es: Any) -> dict[str, str]:
-    """A clean Elasticsearch (only the shipper's own indices) per test."""
-    names = list(es.indices.get(index="mlops-*", expand_wildcards="all", allow_no_indices=True))
-    if names:
-        es.indices.delete(index=names)
-    values = {"SHIPPER_ELASTICSEARCH_URL": es_url, "MLFLOW_TRACKING_URI": mlflow_uri}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
-
-
 class Logged:
     def __init__(self) -> None:
         self.experiments: dict[str, str] = {}  # id -> name
