@@ -330,8 +330,7 @@ def run(ctx: Context, interval: float | None) -> None:
         try:
             summary = engine.run_pass(stop=stop)
             log.info("%s", summary.line())
-            shard = settings.shard_of()
-            if not caps.ilm and (shard is None or shard.index == 0):  # one retention pass, not n
+            if not caps.ilm and settings.leads_pollers():  # one retention pass, not one per shard
                 for index in prune(engine.client, settings.retention_days):
                     log.info("retention: deleted %s", index)
             failures = 0

@@ -377,6 +377,12 @@ class Settings(BaseSettings):
         """This poller's shard, or None when one poller ships everything."""
         return None if self.shard is None else parse_shard(self.shard)
 
+    def leads_pollers(self) -> bool:
+        """Whether this poller does the work that is not per experiment (registered model versions,
+        retention): the only poller, or shard 0 of several."""
+        shard = self.shard_of()
+        return shard is None or shard.index == 0
+
     @field_validator("azureml_workspaces")
     @classmethod
     def _check_workspaces(cls, value: list[str]) -> list[str]:

@@ -390,16 +390,14 @@ class SyncEngine:
         changed: list[EntityWrite] = []
         writes: list[EntityWrite] = []
         # Source runs outside this pass's experiments, fetched in batches.
-        missing = {
-            mv.run_id
-            for mv in versions
-            if mv.run_id and mv.run_id not in runs and (shard is None or shard.index == 0)
-        }
-        if missing:
-            runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
         # Registered model versions are not per experiment: of several shards, shard 0 alone writes
         # (and deletes) them; every shard still lists them to label its runs and points.
-        for mv in versions if shard is None or shard.index == 0 else []:
+        if not self.settings.leads_pollers():
+            versions = []
+        missing = {mv.run_id for mv in versions if mv.run_id and mv.run_id not in runs}
+        if missing:
+            runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
+        for mv in versions:
             source_run = runs.get(mv.run_id) if mv.run_id else None
             experiment = experiments.get(source_run.experiment_id) if source_run else None
             writes.append(model_version_write(mv, source_run, experiment, stamp))

@@ -99,3 +99,15 @@ def test_models_checkpoint_id_per_shard() -> None:
     assert models_state_id(None) == "models"  # unsharded: the id it always had
     assert models_state_id(Shard(0, 2)) == "models-shard-0-of-2"
     assert models_state_id(Shard(2, 3)) == "models-shard-2-of-3"
+
+
+@pytest.mark.parametrize(
+    ("value", "leads"), [(None, True), ("0/1", True), ("0/3", True), ("1/3", False), ("2/3", False)]
+)
+def test_only_the_first_shard_leads(monkeypatch: pytest.MonkeyPatch, value: str | None, leads: bool) -> None:
+    """The one poller, or shard 0 of several, writes registered versions and runs retention."""
+    if value is None:
+        monkeypatch.delenv("SHIPPER_SHARD", raising=False)
+    else:
+        monkeypatch.setenv("SHIPPER_SHARD", value)
+    assert load_settings().leads_pollers() is leads
