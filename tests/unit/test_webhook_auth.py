@@ -165,3 +165,131 @@ def test_unreachable_key_set_is_not_the_senders_fault(keys: Keys) -> None:
     verifier = EntraVerifier(TENANT, [AUDIENCE], jwks_url="http://127.0.0.1:9/keys")
     with pytest.raises(AuthUnavailable):
         Authenticator([], verifier).check(bearer(keys.token()), {})
+
+
+# -- Entra ID cannot be turned against availability ----------------------------------------------
+
+
+def test_roles_are_compared_as_a_list_never_as_a_substring(entra: Authenticator, keys: Keys) -> None:
+    for roles in ("EventSenderX", "NotEventSender", "EventSender", ["EventSender-Admin"], [["EventSender"]]):
+        result = entra.check(bearer(keys.token(roles=roles)), {})
+        assert not result.ok and "role" in result.reason, roles
+    assert entra.check(bearer(keys.token(roles=["Reader", "EventSender"])), {}).ok
+
+
+def test_calling_application_allow_list(jwks_url: str, keys: Keys) -> None:
+    event_grid = "4962773b-9cdb-44cf-a8bf-237846a00ab7"
+    verifier = EntraVerifier(TENANT, [AUDIENCE], jwks_url=jwks_url, allowed_applications=[event_grid.upper()])
+    auth = Authenticator([], verifier)
+    assert auth.check(bearer(keys.token(azp=event_grid)), {}).ok  # v2 tokens
+    assert auth.check(bearer(keys.token(iss=f"https://sts.windows.net/{TENANT}/", appid=event_grid)), {}).ok
+    for claims in ({"azp": "00000000-0000-0000-0000-000000000001"}, {}, {"azp": ["x", event_grid]}):
+        result = auth.check(bearer(keys.token(**claims)), {})
+        assert not result.ok and "calling application" in result.reason
+
+
+class CountingKeys:
+    """A JWKS endpoint that counts its fetches and can be made to fail."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.body = orjson.dumps(keys.jwks())
+        self.fetches = 0
+        self.failing = False
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                if outer.failing:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keys"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def counting(keys: Keys) -> Iterator[CountingKeys]:
+    served = CountingKeys(keys)
+    yield served
+    served.close()
+
+
+def test_only_tokens_meant_for_us_can_cause_a_fetch(counting: CountingKeys, keys: Keys) -> None:
+    auth = Authenticator([], EntraVerifier(TENANT, [AUDIENCE], jwks_url=counting.url))
+    not_ours = [
+        "not-a-jwt",
+        "a.b.c",
+        keys.token(iss="https://login.microsoftonline.com/someone-else/v2.0"),
+        keys.token(aud="api://someone-else"),
+        keys.token(exp=int(time.time()) - 3600),
+        keys.token(exp=None),
+        keys.token(tid="00000000-0000-0000-0000-000000000000"),
+        jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600}, "k" * 32, algorithm="HS256"
+        ),
+        jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600}, keys.private, algorithm="RS256"
+        ),
+        "x" * 20_000,
+    ]
+    for token in not_ours:
+        assert not auth.check(bearer(token), {}).ok
+    assert counting.fetches == 0
+    assert auth.check(bearer(keys.token()), {}).ok
+    assert auth.check(bearer(keys.token()), {}).ok
+    assert counting.fetches == 1  # cached
+
+
+def test_unknown_key_ids_refetch_rarely(counting: CountingKeys, keys: Keys) -> None:
+    clock = [1000.0]
+    verifier = EntraVerifier(TENANT, [AUDIENCE], jwks_url=counting.url)
+    verifier.keys.clock = lambda: clock[0]
+    auth = Authenticator([], verifier)
+    stranger = Keys()
+    stranger.kid = "someone-elses-key"
+    for _ in range(5):
+        assert "signing key" in auth.check(bearer(stranger.token()), {}).reason
+    assert counting.fetches == 1
+    clock[0] += 301  # after five minutes one more look, in case the tenant rolled its keys
+    assert not auth.check(bearer(stranger.token()), {}).ok
+    assert counting.fetches == 2
+
+
+def test_failed_fetches_back_off_and_cached_keys_outlive_them(counting: CountingKeys, keys: Keys) -> None:
+    clock = [1000.0]
+    verifier = EntraVerifier(TENANT, [AUDIENCE], jwks_url=counting.url)
+    verifier.keys.clock = lambda: clock[0]
+    auth = Authenticator([], verifier)
+    counting.failing = True
+    with pytest.raises(AuthUnavailable):
+        auth.check(bearer(keys.token()), {})
+    for _ in range(5):  # within the back-off: no fetch, 503 at once
+        with pytest.raises(AuthUnavailable, match="next try in"):
+            auth.check(bearer(keys.token()), {})
+    assert counting.fetches == 1
+    clock[0] += 11
+    counting.failing = False
+    assert auth.check(bearer(keys.token()), {}).ok
+    assert counting.fetches == 2
+    # An hour later the keys are stale; the endpoint fails; the cached key still serves.
+    clock[0] += 3601
+    counting.failing = True
+    assert auth.check(bearer(keys.token()), {}).ok
+    assert counting.fetches == 3
+    assert auth.check(bearer(keys.token()), {}).ok
+    assert counting.fetches == 3  # backed off
