@@ -12,7 +12,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from shipper.webhook.notify import Notifier, model_notification, run_notification
+from shipper.webhook.notify import MAX_VALUE_CHARS, Notifier, code, model_notification, run_notification
 
 
 class Receiver:
@@ -91,9 +91,9 @@ def test_run_and_model_notifications_reach_the_receiver(receiver: Receiver) -> N
     assert n.wait_idle(10)
     n.stop()
     texts = [b["text"] for b in receiver.bodies]
-    assert texts[0].startswith("✅ Azure ML run `run-1` in experiment `churn` completed (workspace ws).")
+    assert texts[0].startswith("✅ Azure ML run `run-1` in experiment `churn` completed (workspace `ws`).")
     assert "https://ml.azure.com/runs/run-1" in texts[0]
-    assert "Model `churn-model` version 7 registered" in texts[1]
+    assert "Model `churn-model` version `7` registered" in texts[1]
     assert receiver.bodies[0]["shipper"] == {
         "kind": "completed",
         "run_id": "run-1",
@@ -148,3 +148,68 @@ def test_a_receiver_that_stays_down_is_counted_and_the_url_never_logged(
         assert "receiver #1" in caplog.text and "XXXX" not in caplog.text and "127.0.0.1" not in caplog.text
     finally:
         down.close()
+
+
+# -- what an event can put into a chat message ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<!channel> deploy now", "`&lt;!channel&gt; deploy now`"),
+        ("<@U024BE7LH>", "`&lt;@U024BE7LH&gt;`"),
+        ("<at>Finance</at>", "`&lt;at&gt;Finance&lt;/at&gt;`"),
+        ("<https://evil.example|click>", "`&lt;https://evil.example|click&gt;`"),
+        ("[click](https://evil.example)", "`[click](https://evil.example)`"),
+        ("run` <!here> `", "`run' &lt;!here&gt; '`"),
+        ("a\nb\r\n*bold*", "`a b *bold*`"),
+        ("x & y", "`x &amp; y`"),
+        ("", "`-`"),
+    ],
+)
+def test_values_are_inert_in_chat(value: str, expected: str) -> None:
+    assert code(value) == expected
+
+
+def test_run_and_model_texts_escape_every_value() -> None:
+    note = run_notification("failed", "r`<!channel>", "exp\n<@U1>", "ws<at>x</at>", "Failed")
+    assert note.text == (
+        "❌ Azure ML run `r'&lt;!channel&gt;` in experiment `exp &lt;@U1&gt;` failed "
+        "(workspace `ws&lt;at&gt;x&lt;/at&gt;`)."
+    )
+    model = model_notification("m<https://x|y>", "1`", None)
+    assert model.text == "📦 Model `m&lt;https://x|y&gt;` version `1'` registered."
+    # A link that is not https, or one that would smuggle a Slack label, is not linked as given.
+    assert (
+        "javascript" not in run_notification("failed", "r", None, None, None, studio_url="javascript:x").text
+    )
+    linked = run_notification("failed", "r", None, None, None, studio_url="https://ml.azure.com/a|b c")
+    assert linked.text.endswith(" https://ml.azure.com/a%7Cb%20c")
+    assert len(code("x" * 5000)) == MAX_VALUE_CHARS + 2
+
+
+def test_a_large_batch_is_one_summary(receiver: Receiver) -> None:
+    n = notifier([receiver.url], coalesce_above=5)
+    batch = [
+        (run_notification("completed", f"run-{i}", "churn", "ws", "Completed"), "churn") for i in range(40)
+    ]
+    batch += [(run_notification("failed", "run-x<!channel>", "churn", "ws", "Failed"), "churn")]
+    batch += [(model_notification("churn-model", "3", "ws"), None)]
+    assert n.submit_many(batch) == 42
+    # The same batch again (a redelivery) tells nothing new.
+    assert n.submit_many(batch) == 0
+    small = [(run_notification("started", f"small-{i}", "churn", None, "Running"), "churn") for i in range(3)]
+    assert n.submit_many(small) == 3
+    assert n.wait_idle(10)
+    n.stop()
+    assert len(receiver.bodies) == 4
+    summary = receiver.bodies[0]
+    assert summary["text"].startswith(
+        "📣 42 Azure ML notifications from one delivery: 40 runs completed, 1 runs failed, "
+        "1 model versions registered. `run-0`, `run-1`,"
+    )
+    assert summary["text"].endswith(" and 32 more.")
+    assert "<!channel>" not in summary["text"]
+    assert summary["shipper"]["count"] == 42
+    assert summary["shipper"]["kinds"] == {"completed": 40, "failed": 1, "model_registered": 1}
+    assert [b["shipper"]["run_id"] for b in receiver.bodies[1:]] == ["small-0", "small-1", "small-2"]
