@@ -98,6 +98,10 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
+# The shortest shared secret the webhook takes (a short one can be guessed over the network).
+MIN_WEBHOOK_SECRET_CHARS = 16
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -328,12 +332,75 @@ class Settings(BaseSettings):
         default_factory=list, description="Only runs of these experiments (comma-separated). Empty: all."
     )
 
+    # --- Webhook hardening: connection bounds, Entra ID key fetches and callers, notification size ---
+    webhook_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="A request's headers must arrive within this many seconds of its first byte (and a "
+        "new connection must start one within it); otherwise the connection is closed. Stops slow or "
+        "stalled clients (slowloris) from holding connections.",
+    )
+    webhook_body_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=120,
+        description="A request's whole body must arrive within this many seconds after its headers; "
+        "otherwise the connection is closed. Event Grid sends at most 1 MB and waits 30 s for the answer.",
+    )
+    webhook_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest request line plus headers taken; a bigger one is answered 400 and the "
+        "connection closed.",
+    )
+    webhook_max_connections: int = Field(
+        default=256,
+        ge=2,
+        description="Open connections and requests served at once; beyond it uvicorn answers 503 (Event "
+        "Grid retries). Bounds the memory of connections.",
+    )
+    webhook_max_concurrent_deliveries: int = Field(
+        default=32,
+        ge=1,
+        description="`POST /events` requests handled at once; beyond it a delivery is answered 503 with "
+        "Retry-After at once (Event Grid retries), so a flood queues at the sender, not here.",
+    )
+    webhook_max_request_memory_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Request bodies held in memory at once, all deliveries together; a delivery that "
+        "would go beyond it is answered 503 with Retry-After. At least SHIPPER_WEBHOOK_MAX_BODY_BYTES.",
+    )
+    webhook_entra_allowed_applications: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Only tokens requested by these applications (client ids in the token's `azp` or "
+        "`appid` claim, comma-separated). Empty: any application the tenant issued a token to for our "
+        "audience. The id Event Grid uses is in the `azp`/`appid` claim of the tokens it sends (or under "
+        "Enterprise applications, Microsoft.EventGrid, in the tenant).",
+    )
+    webhook_entra_jwks_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description="How long a delivery waits for the token signing keys to be fetched before it is "
+        "answered 503; failed fetches are retried after a back-off that grows to 5 minutes.",
+    )
+    notify_coalesce_above: int = Field(
+        default=5,
+        ge=1,
+        description="One delivery that would send more notifications than this sends one summary "
+        "(counts and the first names) instead.",
+    )
+
     @field_validator(
         "mlflow_experiments",
         "mlflow_exclude_experiments",
         "webhook_allowed_topics",
         "webhook_entra_audience",
         "webhook_entra_issuers",
+        "webhook_entra_allowed_applications",
         "azureml_workspaces",
         "notify_on",
         "notify_experiments",
@@ -342,6 +409,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         return split_csv(value) if isinstance(value, str) else value
+
+    # --- Webhook hardening: shared secrets long enough not to be guessed ---------------------------
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        short = [part for part in split_csv(value.get_secret_value()) if len(part) < MIN_WEBHOOK_SECRET_CHARS]
+        if short:
+            # Never the value itself, nor which of several it was.
+            raise ValueError(
+                f"a secret shorter than {MIN_WEBHOOK_SECRET_CHARS} characters could be guessed; give each "
+                f"one at least {MIN_WEBHOOK_SECRET_CHARS} random characters, e.g. `openssl rand -hex 32`"
+            )
+        return value
 
     @field_validator("elasticsearch_url")
     @classmethod
@@ -470,6 +552,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SHIPPER_WEBHOOK_ENTRA_AUDIENCE needs SHIPPER_WEBHOOK_ENTRA_TENANT_ID (the tenant that "
                 "issues the tokens)"
+            )
+        if self.webhook_max_request_memory_bytes < self.webhook_max_body_bytes:
+            raise ValueError(
+                "SHIPPER_WEBHOOK_MAX_REQUEST_MEMORY_BYTES is smaller than SHIPPER_WEBHOOK_MAX_BODY_BYTES, so "
+                "the largest delivery could never be taken; raise it to at least "
+                f"{self.webhook_max_body_bytes}"
             )
         for url in self.notify_url_list():
             if not url.startswith(("http://", "https://")):

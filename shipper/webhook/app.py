@@ -11,6 +11,10 @@ summary: Event Grid never sends more than 1 MB, so a bigger body is not one of i
 then the payload (see service.py). The body is read in this thread of the event loop and handled
 in a worker thread, so slow Elasticsearch writes never block other requests.
 
+Bounds (see limits.py): at most `limits.max_deliveries` deliveries at once and `limits.max_bytes`
+bytes of bodies held at once, beyond either 503 with Retry-After; the header and body timeouts
+are the HTTP protocol's.
+
 Request URLs carry the shared secret (`?code=`): uvicorn's access log is off and this module logs
 paths without query strings.
 """
@@ -26,11 +30,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from shipper import __version__
 from shipper import telemetry as metrics
 from shipper.webhook.auth import Authenticator, AuthUnavailable
-from shipper.webhook.service import Answer, WebhookService
+from shipper.webhook.limits import DeliveryLimits
+from shipper.webhook.service import Answer, WebhookService, ce_attributes
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,9 @@ def create_app(
     auth: Authenticator,
     max_body_bytes: int = 2 * 1024 * 1024,
     readiness_client: Elasticsearch | None = None,
+    limits: DeliveryLimits | None = None,
 ) -> FastAPI:
+    limits = limits or DeliveryLimits()
     app = FastAPI(
         title="shipper webhook",
         version=__version__,
@@ -108,6 +116,9 @@ def create_app(
         "CloudEvents 1.0) and writes them to Elasticsearch. 200 only after the batch is written; 503 "
         "while Elasticsearch cannot take it; 400 (after dead-lettering) for payloads that can never "
         "succeed; 401 for bad credentials.",
+        # No redirect of `/events/` to `/events`: Starlette builds it from the Host header, with the
+        # query string, so it would send `?code=<secret>` to any host a client names.
+        redirect_slashes=False,
     )
     app.openapi_schema = None
 
@@ -124,9 +135,13 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    def authenticate(request: Request) -> Response | None:
+    async def authenticate(request: Request) -> Response | None:
         try:
-            result = auth.check(request.headers, request.query_params)
+            if auth.may_block(request.headers):
+                # A bearer token may need the signing keys fetched: never on the event loop.
+                result = await run_in_threadpool(auth.check, request.headers, request.query_params)
+            else:
+                result = auth.check(request.headers, request.query_params)
         except AuthUnavailable as exc:
             return _json(service.unavailable(str(exc)))
         if result.ok:
@@ -163,13 +178,35 @@ def create_app(
         return response
 
     async def _deliver(request: Request) -> Response:
-        refused = authenticate(request)
+        refused = await authenticate(request)
         if refused is not None:
             return refused
+        if not limits.enter():
+            return _tagged(
+                service.unavailable(f"{limits.max_deliveries} deliveries are being handled already")
+            )
+        held = Held(limits)
+        try:
+            return await _bounded(request, held)
+        except MemoryFull:
+            return _tagged(
+                service.unavailable(
+                    f"the request bodies held at once would pass {limits.max_bytes} bytes "
+                    "(SHIPPER_WEBHOOK_MAX_REQUEST_MEMORY_BYTES)"
+                )
+            )
+        except ClientDisconnect:
+            # The client went away (or was cut off by the body timeout): nobody reads an answer.
+            return Response(status_code=408)
+        finally:
+            held.release()
+            limits.leave()
+
+    async def _bounded(request: Request, held: Held) -> Response:
         content_type = request.headers.get("content-type")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            body = await _read(request, 64 * 1024)
+            body = await _read(request, 64 * 1024, held)
             return _tagged(
                 await run_in_threadpool(
                     service.reject,
@@ -178,9 +215,10 @@ def create_app(
                     [f"the body has {declared} bytes; at most {max_body_bytes} are taken"],
                     int(declared),
                     True,
+                    ce_attributes(request.headers),
                 )
             )
-        body = await _read(request, max_body_bytes + 1)
+        body = await _read(request, max_body_bytes + 1, held)
         if len(body) > max_body_bytes:
             return _tagged(
                 await run_in_threadpool(
@@ -190,6 +228,7 @@ def create_app(
                     [f"the body has more than {max_body_bytes} bytes; at most {max_body_bytes} are taken"],
                     None,
                     True,
+                    ce_attributes(request.headers),
                 )
             )
         answer = await run_in_threadpool(service.handle, body, content_type, dict(request.headers))
@@ -197,7 +236,7 @@ def create_app(
 
     @app.options("/events", summary="CloudEvents webhook validation (abuse protection)")
     async def handshake(request: Request) -> Response:
-        refused = authenticate(request)
+        refused = await authenticate(request)
         if refused is not None:
             return refused
         origin = request.headers.get("webhook-request-origin")
@@ -211,7 +250,8 @@ def create_app(
         )
 
     @app.get("/healthz", summary="Liveness")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # On the event loop itself: answers even while every worker thread is busy.
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: Elasticsearch answers")
@@ -251,11 +291,35 @@ def _tagged(answer: Answer) -> Response:
     return response
 
 
-async def _read(request: Request, limit: int) -> bytes:
-    """At most `limit` bytes of the body; the rest is not read."""
+class Held:
+    """The body bytes one delivery holds, counted against the shared `DeliveryLimits`."""
+
+    def __init__(self, limits: DeliveryLimits) -> None:
+        self.limits, self.size = limits, 0
+
+    def take(self, size: int) -> bool:
+        if not self.limits.take(size):
+            return False
+        self.size += size
+        return True
+
+    def release(self) -> None:
+        self.limits.give(self.size)
+        self.size = 0
+
+
+class MemoryFull(Exception):
+    """Taking more of a body would go beyond SHIPPER_WEBHOOK_MAX_REQUEST_MEMORY_BYTES."""
+
+
+async def _read(request: Request, limit: int, held: Held) -> bytes:
+    """At most `limit` bytes of the body; the rest is not read. Raise MemoryFull when the bytes
+    cannot be held now."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
+        if not held.take(len(chunk)):
+            raise MemoryFull
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:

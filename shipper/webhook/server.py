@@ -31,6 +31,7 @@ from shipper.sink.bulk import BulkWriter
 from shipper.sink.client import build_client, build_writer
 from shipper.webhook.app import create_app
 from shipper.webhook.auth import Authenticator, EntraVerifier
+from shipper.webhook.limits import DeliveryLimits, bounded_protocol
 from shipper.webhook.notify import Notifier
 from shipper.webhook.service import WebhookService
 from shipper.webhook.sync_trigger import SyncTrigger
@@ -184,6 +185,8 @@ def build_webhook(
             settings.webhook_entra_issuers,
             settings.webhook_entra_jwks_url,
             settings.webhook_entra_required_role,
+            allowed_applications=settings.webhook_entra_allowed_applications,
+            jwks_timeout_seconds=settings.webhook_entra_jwks_timeout_seconds,
         )
     auth = Authenticator(
         settings.webhook_secrets(), entra, insecure_no_auth or settings.webhook_insecure_no_auth
@@ -226,7 +229,12 @@ def build_webhook(
     notifier = None
     urls = settings.notify_url_list()
     if urls:
-        notifier = Notifier(urls, settings.notify_on, settings.notify_experiments)
+        notifier = Notifier(
+            urls,
+            settings.notify_on,
+            settings.notify_experiments,
+            coalesce_above=settings.notify_coalesce_above,
+        )
 
     trigger = None
     if sync_on_terminal and settings.webhook_sync_on_terminal:
@@ -248,7 +256,10 @@ def build_webhook(
         notifier=notifier,
         on_terminal=(lambda run: trigger.request(run.run_id, run.experiment_name)) if trigger else None,
     )
-    app = create_app(service, auth, max_body_bytes=settings.webhook_max_body_bytes)
+    limits = DeliveryLimits(
+        settings.webhook_max_concurrent_deliveries, settings.webhook_max_request_memory_bytes
+    )
+    app = create_app(service, auth, max_body_bytes=settings.webhook_max_body_bytes, limits=limits)
     return Webhook(
         settings,
         base,
@@ -284,11 +295,16 @@ class RedactQuery(logging.Filter):
         return True
 
 
-def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI, host: str, port: int, settings: Settings | None = None) -> uvicorn.Config:
+    """uvicorn as `shipper serve` runs it, with the connection bounds of `settings` (limits.py)."""
     # No access log (request lines carry ?code=), and the shipper's own logging setup stays.
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQuery) for f in access.filters):
         access.addFilter(RedactQuery())
+
+    def bound(name: str) -> Any:  # the setting, or its default (without reading the environment)
+        return getattr(settings, name) if settings is not None else Settings.model_fields[name].default
+
     return uvicorn.Config(
         app,
         host=host,
@@ -297,6 +313,13 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
         log_config=None,
         timeout_keep_alive=75,
         lifespan="off",
+        http=bounded_protocol(
+            bound("webhook_header_timeout_seconds"),
+            bound("webhook_body_timeout_seconds"),
+            bound("webhook_max_header_bytes"),
+        ),
+        h11_max_incomplete_event_size=bound("webhook_max_header_bytes"),
+        limit_concurrency=bound("webhook_max_connections"),
     )
 
 
@@ -309,7 +332,7 @@ def run_forever(webhook: Webhook, host: str, port: int, drain_seconds: float = 1
         signal.signal(signum, lambda *_: None)
     webhook.start()
     try:
-        uvicorn.Server(uvicorn_config(webhook.app, host, port)).run()
+        uvicorn.Server(uvicorn_config(webhook.app, host, port, webhook.settings)).run()
     finally:
         if not webhook.wait_idle(drain_seconds):
             log.warning("stopping with follow-ups still queued; affected runs keep enrichment 'pending'")

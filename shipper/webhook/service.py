@@ -23,6 +23,7 @@ queued, and a run that reached a terminal status triggers an MLflow sync pass.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import logging
 import time
@@ -39,6 +40,7 @@ from shipper.azure.enrich import Enricher, EnrichRequest
 from shipper.core.entities import EntityWrite
 from shipper.core.events import (
     MODEL_REGISTERED,
+    SUBSCRIPTION_VALIDATION,
     Delivery,
     Event,
     InvalidPayload,
@@ -60,7 +62,7 @@ from shipper.transforms.azureml_events import (
     run_view,
     text,
 )
-from shipper.webhook.notify import Notifier, model_notification, run_notification
+from shipper.webhook.notify import Notification, Notifier, model_notification, run_notification
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class WebhookService:
         try:
             delivery = parse_delivery(body, content_type, headers, self.max_events)
         except InvalidPayload as exc:
-            return self.reject(body, content_type, exc.problems)
+            return self.reject(body, content_type, exc.problems, attributes=ce_attributes(headers))
         foreign = self._foreign_topics(delivery.events)
         if foreign:
             metrics.DELIVERIES.labels(outcome="forbidden").inc()
@@ -143,6 +145,13 @@ class WebhookService:
                 outcome="forbidden",
             )
         if delivery.is_validation:
+            real = [e for e in delivery.events if e.type != SUBSCRIPTION_VALIDATION]
+            if real:
+                # Event Grid's handshake comes alone; beside real events it must not cost them.
+                answer = self.accept(dataclasses.replace(delivery, events=real))
+                if answer.status == 200:
+                    answer.body["validationResponse"] = delivery.validation_code
+                return answer
             metrics.DELIVERIES.labels(outcome="validation").inc()
             log.info("answered the Event Grid subscription validation handshake")
             return Answer(200, {"validationResponse": delivery.validation_code}, outcome="validation")
@@ -243,15 +252,19 @@ class WebhookService:
         self, events: list[Event], runs: list[tuple[Event, RunEvent, dict[str, Any]]], received: datetime
     ) -> None:
         by_event = {event.id: (run, action) for event, run, action in runs}
+        told: list[tuple[Notification, str | None]] = []
         for event in events:
             run, action = by_event.get(event.id, (None, None))
             try:
                 if run is not None and action is not None:
                     self._after_run(run, action)
                 if self.notifier is not None:
-                    self._notify(event, run)
+                    told += self._notification(event, run)
             except Exception:  # follow-ups never fail a written delivery
                 log.exception("follow-up of event %s failed", event.id)
+        if told and self.notifier is not None:
+            # One delivery's notifications together: a big batch is coalesced into one message.
+            self.notifier.submit_many(told)
 
     def _after_run(self, run: RunEvent, action: dict[str, Any]) -> None:
         if self.enricher is not None and run.workspace is not None:
@@ -270,22 +283,19 @@ class WebhookService:
         if run.terminal and self.on_terminal is not None:
             self.on_terminal(run)
 
-    def _notify(self, event: Event, run: RunEvent | None) -> None:
-        assert self.notifier is not None
+    def _notification(self, event: Event, run: RunEvent | None) -> list[tuple[Notification, str | None]]:
         kind = notification_kind(event, run)
         if kind is None:
-            return
+            return []
         workspace = event.workspace.name if event.workspace else None
         if event.type == MODEL_REGISTERED:
             data = normalise_data(event.data)
-            self.notifier.submit(
-                model_notification(text(data.get("model_name")), text(data.get("model_version")), workspace)
-            )
-        elif run is not None:
-            self.notifier.submit(
-                run_notification(kind, run.run_id, run.experiment_name, workspace, run.status),
-                experiment=run.experiment_name,
-            )
+            name, version = text(data.get("model_name")), text(data.get("model_version"))
+            return [(model_notification(name, version, workspace), None)]
+        if run is not None:
+            notification = run_notification(kind, run.run_id, run.experiment_name, workspace, run.status)
+            return [(notification, run.experiment_name)]
+        return []
 
     # -- payloads that can never succeed ---------------------------------------------------------
 
@@ -296,10 +306,14 @@ class WebhookService:
         problems: list[str],
         declared_size: int | None = None,
         truncated: bool = False,
+        attributes: Mapping[str, str] | None = None,
     ) -> Answer:
         """Dead-letter the payload (or, when too big, a summary of it), then answer 400; if even
-        the dead letter cannot be written, answer 503 so the payload comes again."""
-        letter = _letter(body, content_type, problems, self.clock(), declared_size, truncated)
+        the dead letter cannot be written, answer 503 so the payload comes again. `attributes`:
+        a binary-mode CloudEvent's `ce-*` headers, kept with the letter and part of its id."""
+        letter = _letter(
+            body, content_type, problems, self.clock(), declared_size, truncated, attributes=attributes
+        )
         digest = letter["_source"]["mlops"]["dead_letter"]["id"]
         try:
             self.writer.write([letter], max_retry_seconds=self.write_budget)
@@ -325,9 +339,14 @@ def _letter(
     declared_size: int | None = None,
     truncated: bool = False,
     event_position: int | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The dead-letter document of a payload (or of one event of a batch) that can never succeed."""
-    digest = hashlib.sha256(body).hexdigest()
+    identity = hashlib.sha256(body)
+    if attributes:
+        # Binary mode: two events with the same body but other `ce-id`s are two letters.
+        identity.update(orjson.dumps(dict(attributes), option=orjson.OPT_SORT_KEYS))
+    digest = identity.hexdigest()
     original = body[:DEAD_LETTER_ORIGINAL_BYTES].decode("utf-8", errors="replace")
     letter: dict[str, Any] = {
         "_op_type": "index",
@@ -355,7 +374,23 @@ def _letter(
     }
     if event_position is not None:
         letter["_source"]["mlops"]["dead_letter"]["event_position"] = event_position
+    if attributes:
+        letter["_source"]["mlops"]["dead_letter"]["attributes"] = dict(attributes)
     return letter
+
+
+MAX_CE_ATTRIBUTES = 64
+
+
+def ce_attributes(headers: Mapping[str, str]) -> dict[str, str]:
+    """A binary-mode CloudEvent's attributes: its `ce-*` headers, by attribute name (`ce-id` ->
+    `id`); {} for anything else."""
+    found: dict[str, str] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith("ce-") and len(found) < MAX_CE_ATTRIBUTES:
+            found[lower[3:]] = value[:4096]
+    return found
 
 
 def _reason(exc: BaseException) -> str:

@@ -195,7 +195,7 @@ def start_hook(settings: Settings) -> Iterator[Callable[..., Hook]]:
         if webhook.enricher is not None:  # fast retries for tests
             webhook.enricher.initial_wait, webhook.enricher.max_wait = 0.05, 0.2
         webhook.start()
-        server = BackgroundServer(webhook.app).start()
+        server = BackgroundServer(webhook.app, settings=configured).start()
         secret = configured.webhook_secrets()[0].get_secret_value() if configured.webhook_secret else ""
         hook = Hook(webhook, server, secret)
         started.append(hook)
@@ -735,7 +735,7 @@ def test_notifications(start_hook: Callable[..., Hook]) -> None:
         assert len(texts) == 3, texts
         assert any("started" in t and run_id in t for t in texts)
         assert any("completed" in t and run_id in t for t in texts)
-        assert any("churn-model" in t and "version 9" in t for t in texts)
+        assert any("churn-model" in t and "version `9`" in t for t in texts)
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()

@@ -9,18 +9,21 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from shipper.config import Settings
 from shipper.webhook.server import uvicorn_config
 
 
 class BackgroundServer:
     """uvicorn serving an app on loopback from a thread, configured as `shipper serve` configures it."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, settings: Settings | None = None
+    ) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
-        self.server = uvicorn.Server(uvicorn_config(app, host, self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, host, self.port, settings))
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )

@@ -23,13 +23,16 @@ def test_fixed_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_USERNAME", "elastic")
     monkeypatch.setenv("SHIPPER_ELASTICSEARCH_PASSWORD", "hunter2")
     monkeypatch.setenv("SHIPPER_KIBANA_URL", "https://kb.example:5601")
-    monkeypatch.setenv("SHIPPER_WEBHOOK_SECRET", "one, two")
+    monkeypatch.setenv("SHIPPER_WEBHOOK_SECRET", "first-secret-0001, second-secret-002")
     monkeypatch.setenv("SHIPPER_MLFLOW_EXPERIMENTS", "churn, 12")
     settings = load_settings()
     assert settings.elasticsearch_password is not None
     assert settings.elasticsearch_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(settings)
-    assert [s.get_secret_value() for s in settings.webhook_secrets()] == ["one", "two"]
+    assert [s.get_secret_value() for s in settings.webhook_secrets()] == [
+        "first-secret-0001",
+        "second-secret-002",
+    ]
     assert settings.mlflow_experiments == ["churn", "12"]
 
 

@@ -84,3 +84,13 @@ def test_help_of_the_new_commands() -> None:
     for command in ("serve", "reconcile"):
         result = CliRunner().invoke(main_group, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.parametrize("value", ["short", "long-enough-secret-1,tooshort"])
+def test_validate_refuses_a_short_webhook_secret(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SHIPPER_WEBHOOK_SECRET", value)
+    result = CliRunner().invoke(main_group, ["validate"])
+    assert result.exit_code == 2, result.output
+    assert "SHIPPER_WEBHOOK_SECRET" in result.output and "at least 16" in result.output
+    assert "openssl rand -hex 32" in result.output
+    assert "short" not in result.output.replace("shorter", "")  # never the value itself
