@@ -54,10 +54,14 @@ _SCHEMAS = {
         "type": "object",
         "required": ["id", "eventType", "eventTime"],
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "minLength": 1},
             "topic": {"type": "string", "description": "workspace resource id"},
             "subject": {"type": "string"},
-            "eventType": {"type": "string", "example": "Microsoft.MachineLearningServices.RunStatusChanged"},
+            "eventType": {
+                "type": "string",
+                "minLength": 1,
+                "example": "Microsoft.MachineLearningServices.RunStatusChanged",
+            },
             "eventTime": {"type": "string", "format": "date-time"},
             "data": {"type": "object"},
             "dataVersion": {"type": "string"},
@@ -69,9 +73,9 @@ _SCHEMAS = {
         "required": ["specversion", "id", "source", "type"],
         "properties": {
             "specversion": {"type": "string", "enum": ["1.0"]},
-            "id": {"type": "string"},
-            "source": {"type": "string", "description": "workspace resource id"},
-            "type": {"type": "string"},
+            "id": {"type": "string", "minLength": 1},
+            "source": {"type": "string", "minLength": 1, "description": "workspace resource id"},
+            "type": {"type": "string", "minLength": 1},
             "time": {"type": "string", "format": "date-time"},
             "subject": {"type": "string"},
             "data": {},
@@ -234,7 +238,40 @@ def create_app(
         answer = await run_in_threadpool(service.handle, body, content_type, dict(request.headers))
         return _tagged(answer)
 
-    @app.options("/events", summary="CloudEvents webhook validation (abuse protection)")
+    @app.options(
+        "/events",
+        summary="CloudEvents webhook validation (abuse protection)",
+        response_class=Response,
+        openapi_extra={
+            "parameters": [
+                *_AUTH_PARAMETERS,
+                {
+                    "name": "WebHook-Request-Origin",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "the CloudEvents handshake: the origin asking to deliver",
+                },
+            ]
+        },
+        responses={
+            200: {
+                "description": "allowed; no body. With `WebHook-Request-Origin`, the CloudEvents "
+                "handshake's `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate` are set",
+                "content": None,
+                "headers": {
+                    "Allow": {"schema": {"type": "string"}},
+                    "WebHook-Allowed-Origin": {"schema": {"type": "string"}},
+                    "WebHook-Allowed-Rate": {"schema": {"type": "string"}},
+                },
+            },
+            401: {"description": "missing or wrong credentials", "content": {"application/json": {}}},
+            503: {
+                "description": "the credentials cannot be checked now (Entra ID signing keys); retry",
+                "content": {"application/json": {}},
+            },
+        },
+    )
     async def handshake(request: Request) -> Response:
         refused = await authenticate(request)
         if refused is not None:
@@ -254,7 +291,13 @@ def create_app(
         # On the event loop itself: answers even while every worker thread is busy.
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: Elasticsearch answers")
+    @app.get(
+        "/readyz",
+        summary="Readiness: Elasticsearch answers",
+        responses={
+            503: {"description": "Elasticsearch does not answer", "content": {"application/json": {}}}
+        },
+    )
     def readyz() -> Response:
         client = readiness_client or service.client
         try:
