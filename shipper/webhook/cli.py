@@ -82,6 +82,15 @@ def serve(
         "on" if webhook.enricher else "off",
         len(settings.notify_url_list()),
     )
+    log.info(
+        "limits: headers within %g s, bodies within %g s, %d connections, %d deliveries and %d body bytes "
+        "at once (docs/security.md)",
+        settings.webhook_header_timeout_seconds,
+        settings.webhook_body_timeout_seconds,
+        settings.webhook_max_connections,
+        settings.webhook_max_concurrent_deliveries,
+        settings.webhook_max_request_memory_bytes,
+    )
     if webhook.auth.insecure:
         log.warning("authentication is OFF (--insecure-no-auth): anyone who reaches the port can write")
     run_forever(webhook, listen_host, listen_port)

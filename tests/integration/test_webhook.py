@@ -1005,4 +1005,5 @@ def test_shipper_serve_as_a_process(es: Elasticsearch, es_url: str, installed: N
         log_file.close()
     assert code == 0, output
     assert "webhook listening on 127.0.0.1" in output and "refused with 401" in output
+    assert "limits: headers within 10 s, bodies within 20 s" in output
     assert secret not in output

@@ -94,3 +94,14 @@ def test_validate_refuses_a_short_webhook_secret(monkeypatch: pytest.MonkeyPatch
     assert "SHIPPER_WEBHOOK_SECRET" in result.output and "at least 16" in result.output
     assert "openssl rand -hex 32" in result.output
     assert "short" not in result.output.replace("shorter", "")  # never the value itself
+
+
+def test_connection_bounds_and_entra_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.webhook_header_timeout_seconds < settings.webhook_body_timeout_seconds < 30
+    assert settings.webhook_max_request_memory_bytes >= settings.webhook_max_body_bytes
+    monkeypatch.setenv("SHIPPER_WEBHOOK_ENTRA_ALLOWED_APPLICATIONS", "app-1, app-2")
+    assert load_settings().webhook_entra_allowed_applications == ["app-1", "app-2"]
+    monkeypatch.setenv("SHIPPER_WEBHOOK_MAX_REQUEST_MEMORY_BYTES", str(1024 * 1024))
+    with pytest.raises(ConfigError, match="raise it to at least 2097152"):
+        load_settings()
