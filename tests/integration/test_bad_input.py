@@ -249,6 +249,14 @@ CASES = [
     ),
     Case("serve without any credential", ["serve"], {}, 2, ["SHIPPER_WEBHOOK_SECRET"]),
     Case(
+        "a webhook secret short enough to guess",
+        ["validate"],
+        {"SHIPPER_WEBHOOK_SECRET": "hunter2"},
+        2,
+        ["SHIPPER_WEBHOOK_SECRET", "shorter than 16 characters", "openssl rand -hex 32"],
+        never=(*NEVER, "hunter2"),
+    ),
+    Case(
         "reconcile of a workspace that is not a resource id",
         ["reconcile", "--workspace", "churn-ws"],
         {},
