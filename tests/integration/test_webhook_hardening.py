@@ -151,7 +151,7 @@ def test_oversized_headers_are_refused(start_hook: Callable[..., Hook]) -> None:
 def test_deliveries_beyond_the_cap_are_503_and_come_back(
     es: Elasticsearch, start_hook: Callable[..., Hook]
 ) -> None:
-    hook = start_hook(BOUNDED | {"webhook_max_concurrent_deliveries": 1})
+    hook = start_hook(BOUNDED | {"webhook_max_concurrent_deliveries": 1, "webhook_body_timeout_seconds": 5.0})
     holder = Trickle(hook, post_head(hook, 5000))  # a delivery whose body never ends holds the one slot
     event = status_event(unique("over-the-cap"), "Running", NOW)
     deadline = time.monotonic() + PATIENCE
