@@ -8,7 +8,6 @@ after all retries (nothing was checkpointed; run again); 6 Kibana refused some s
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,9 @@ from shipper.commands import layer_commands
 from shipper.config import (
     Settings,
     env_name,
+    log_format_asked,
     mlflow_tracking_uri,
+    mlflow_tracking_uri_given,
     mlflow_uri_problem,
     redact_uri,
 )
@@ -92,7 +93,7 @@ def validate(ctx: Context) -> None:
     except ShipperError as exc:
         _fail(exc)
         return
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    uri = mlflow_tracking_uri_given()
     uri_problem = mlflow_uri_problem(uri) if uri else None
     if uri_problem:
         problems.append(uri_problem)
@@ -357,7 +358,8 @@ def _format_asked(argv: list[str]) -> str | None:
             return argv[position + 1]
         if arg.startswith("--log-format="):
             return arg.split("=", 1)[1]
-    return os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
+    asked = log_format_asked()  # the settings may be what fails: this one is read alone
+    return asked.value if asked else None
 
 
 def main() -> None:
