@@ -1,4 +1,4 @@
-"""The MLflow tracking server, behind the small interface the sync engine needs.
+"""The MLflow tracking server, behind the small interface the sync engine needs (`TrackingSource`).
 
 Works with any tracking URI the MLflow client understands: an HTTP server, a local sqlite or file
 store, or an Azure ML workspace's `azureml://` URI when the azureml-mlflow plugin is installed.
@@ -22,6 +22,7 @@ import orjson
 
 from shipper import telemetry
 from shipper.errors import ConfigError, ConnectivityError
+from shipper.sources.interface import HISTORY_PAGE
 from shipper.sources.mlflow_errors import refused_message, unreachable_message
 from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
@@ -296,7 +297,6 @@ def run_id_list(run_ids: Sequence[str]) -> str:
 
 
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history"
-HISTORY_PAGE = 25_000
 
 
 def _mlflow_client(uri: str) -> Any:
@@ -321,21 +321,6 @@ def _rest_store_of(client: Any) -> Any:
 
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     return store if isinstance(store, RestStore) else None
-
-
-def select_experiments(
-    experiments: Sequence[Experiment], include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[Experiment]:
-    """Apply the include/exclude filters, which name experiments by name or id."""
-    wanted, unwanted = set(include), set(exclude)
-    unknown = wanted - {e.id for e in experiments} - {e.name for e in experiments}
-    if unknown:
-        log.warning("experiments %s named in SHIPPER_MLFLOW_EXPERIMENTS do not exist", sorted(unknown))
-    return [
-        e
-        for e in experiments
-        if (not wanted or e.id in wanted or e.name in wanted) and not ({e.id, e.name} & unwanted)
-    ]
 
 
 def _metric(m: Any) -> MetricPoint:
