@@ -651,6 +651,23 @@ def load_settings(config_file: Path | None = None) -> Settings:
     return settings
 
 
+def log_format_asked(environ: dict[str, str] | None = None) -> LogFormat | None:
+    """The format SHIPPER_LOG_FORMAT asks for, read on its own (None when unset or unknown).
+
+    The final error line must come out in the asked format even when the settings as a whole do
+    not validate (that error is the one being printed), or before any command has read them; so
+    this one setting is read alone, here, without the validation of everything else."""
+    environ = dict(os.environ) if environ is None else environ
+    value = environ.get(env_name("log_format"), "").strip().lower()
+    return LogFormat(value) if value in set(LogFormat) else None
+
+
+def mlflow_tracking_uri_given(environ: dict[str, str] | None = None) -> str:
+    """MLFLOW_TRACKING_URI as given, unchecked ("" when unset), for `validate` to report on."""
+    environ = dict(os.environ) if environ is None else environ
+    return environ.get("MLFLOW_TRACKING_URI", "").strip()
+
+
 _EXAMPLES = {
     "int": "a whole number such as 5000",
     "float": "a number such as 60 or 0.5",

@@ -6,10 +6,9 @@ without importing the command line that registers them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from shipper.config import LogFormat, Settings, load_settings
+from shipper.config import LogFormat, Settings, load_settings, log_format_asked
 
 
 class Context:
@@ -33,4 +32,6 @@ class Context:
         """How the final error is printed, even when the settings themselves are what failed."""
         if self._settings is not None:
             return self._settings.log_format.value
-        return self.log_format or os.environ.get("SHIPPER_LOG_FORMAT", "").strip().lower() or None
+        # Not from the settings: they may be what failed (see config.log_format_asked).
+        asked = log_format_asked()
+        return self.log_format or (asked.value if asked else None)

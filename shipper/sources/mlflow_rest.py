@@ -25,6 +25,7 @@ import orjson
 import urllib3
 
 from shipper.errors import ConnectivityError, summarise_body
+from shipper.sources.mlflow_errors import unreachable_message
 
 # Variables that ask for what only the MLflow client can do; with any of them set, it is used.
 CLIENT_ONLY_ENV = (
@@ -138,8 +139,6 @@ class MlflowRest:
         try:
             return self._request(method, endpoint, params, body, retries, timeout)
         except urllib3.exceptions.HTTPError as exc:
-            from shipper.sources.mlflow_tracking import unreachable_message
-
             raise ConnectivityError(
                 unreachable_message(self.tracking_uri, exc, self.timeout if timeout is None else timeout)
                 + f" (after {self.retries.total} retries, during {endpoint})"

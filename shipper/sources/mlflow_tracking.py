@@ -1,4 +1,4 @@
-"""The MLflow tracking server, behind the small interface the sync engine needs.
+"""The MLflow tracking server, behind the small interface the sync engine needs (`TrackingSource`).
 
 Works with any tracking URI the MLflow client understands: an HTTP server, a local sqlite or file
 store, or an Azure ML workspace's `azureml://` URI when the azureml-mlflow plugin is installed.
@@ -17,12 +17,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from shipper import telemetry
-from shipper.errors import ConfigError, ConnectivityError, summarise_body
+from shipper.errors import ConfigError, ConnectivityError
+from shipper.sources.interface import HISTORY_PAGE
+from shipper.sources.mlflow_errors import refused_message, unreachable_message
 from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
@@ -295,71 +296,7 @@ def run_id_list(run_ids: Sequence[str]) -> str:
     return ", ".join(f"'{run_id}'" for run_id in run_ids if _QUOTABLE_ID.match(run_id))
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def unreachable_message(uri: str, exc: BaseException, timeout: float) -> str:
-    """Why one request to the tracking server got no HTTP answer, as a sentence with the fix."""
-    text = " ".join(str(e) for e in _causes(exc))
-    names = {type(e).__name__ for e in _causes(exc)}
-    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
-        return (
-            f"MLFLOW_TRACKING_URI={uri} asks for TLS (https), but the server at that address answers in "
-            "plain HTTP; write it with http://, or put TLS in front of the server"
-        )
-    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in names:
-        return (
-            f"the TLS certificate of the MLflow tracking server at {uri} is not trusted; set "
-            "MLFLOW_TRACKING_SERVER_CERT_PATH to the PEM file of the CA that signed it"
-        )
-    if names & {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "ConnectTimeoutError"} or (
-        "timed out" in text
-    ):
-        return (
-            f"the MLflow tracking server at {uri} did not answer within {timeout:g} s; check that it is "
-            "up and that MLFLOW_TRACKING_URI is its address (SHIPPER_MLFLOW_CONNECT_TIMEOUT_SECONDS "
-            "allows more time)"
-        )
-    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolution" in text:
-        host = urlsplit(uri).hostname
-        return f"the host {host!r} of MLFLOW_TRACKING_URI={uri} is not known to DNS; check the name"
-    if "Connection refused" in text or "ConnectionRefusedError" in names:
-        return (
-            f"cannot reach the MLflow tracking server at {uri}: nothing accepts connections there; "
-            "start it (`mlflow server`) or correct MLFLOW_TRACKING_URI"
-        )
-    reason = str(exc).split(" failed with exception ", 1)[-1]
-    return (
-        f"cannot reach the MLflow tracking server at {uri} ({reason[:200]}); check that it is up and "
-        "that MLFLOW_TRACKING_URI is its address"
-    )
-
-
-def refused_message(uri: str, status: int, body: bytes) -> str:
-    """A non-200 answer to the first request, as a sentence with the fix."""
-    said = summarise_body(body)
-    if status in (401, 403):
-        return (
-            f"the MLflow tracking server at {uri} refused the credentials (HTTP {status}); set "
-            "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (for "
-            "azureml://, sign in with `az login` or a managed identity)"
-        )
-    if said.startswith("an HTML page"):
-        return (
-            f"{uri} answered HTTP {status} with {said}, not the MLflow REST API; check that "
-            "MLFLOW_TRACKING_URI is the tracking server's base URL (no path such as /#/experiments)"
-        )
-    return f"the MLflow tracking server at {uri} answered HTTP {status}: {said}; check MLFLOW_TRACKING_URI"
-
-
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history"
-HISTORY_PAGE = 25_000
 
 
 def _mlflow_client(uri: str) -> Any:
@@ -384,21 +321,6 @@ def _rest_store_of(client: Any) -> Any:
 
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     return store if isinstance(store, RestStore) else None
-
-
-def select_experiments(
-    experiments: Sequence[Experiment], include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[Experiment]:
-    """Apply the include/exclude filters, which name experiments by name or id."""
-    wanted, unwanted = set(include), set(exclude)
-    unknown = wanted - {e.id for e in experiments} - {e.name for e in experiments}
-    if unknown:
-        log.warning("experiments %s named in SHIPPER_MLFLOW_EXPERIMENTS do not exist", sorted(unknown))
-    return [
-        e
-        for e in experiments
-        if (not wanted or e.id in wanted or e.name in wanted) and not ({e.id, e.name} & unwanted)
-    ]
 
 
 def _metric(m: Any) -> MetricPoint:

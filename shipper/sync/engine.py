@@ -31,7 +31,7 @@ from shipper.core.entities import EntityWrite
 from shipper.core.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import upsert_entities
-from shipper.sources.mlflow_tracking import HISTORY_PAGE, MlflowSource, select_experiments
+from shipper.sources.interface import HISTORY_PAGE, TrackingSource, select_experiments
 from shipper.sources.records import Experiment, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
@@ -187,7 +187,7 @@ class _Batch:
 class SyncEngine:
     def __init__(
         self,
-        source: MlflowSource,
+        source: TrackingSource,
         client: Elasticsearch,
         writer: BulkWriter,
         settings: Settings,

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from shipper.cli import main_group
+from tests.support.refusing_proxy import BulkRefusingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -441,61 +442,6 @@ def test_run_polls_until_sigterm_then_exits_cleanly(
     assert count(es, "mlops-metrics-*", {"term": {"mlflow.experiment.name": logged.experiment}}) == 24
 
 
-class BulkRefusingProxy:
-    """A real HTTP proxy in front of the real Elasticsearch that passes every request through except
-    `_bulk`, which it answers 503: Elasticsearch "goes away" for writes in the middle of a pass, after
-    the pass has read its checkpoints."""
-
-    def __init__(self, upstream: str) -> None:
-        import http.server
-        import urllib.error
-        import urllib.request
-
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.bulk_refused = 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "/_bulk" in self.path:
-                    proxy.bulk_refused += 1
-                    self._answer(503, {"X-Elastic-Product": "Elasticsearch"}, b'{"error":"down"}')
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                request = urllib.request.Request(
-                    upstream + self.path, data=body or None, headers=headers, method=self.command
-                )
-                try:
-                    with opener.open(request, timeout=30) as resp:
-                        self._answer(resp.status, dict(resp.headers.items()), resp.read())
-                except urllib.error.HTTPError as err:
-                    self._answer(err.code, dict(err.headers.items()), err.read())
-
-            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _relay
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
     env: dict[str, str],
     es: Any,
@@ -513,6 +459,9 @@ def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
     es.indices.refresh(index="mlops-shipper-state")
     before = es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"]
     points_before = count(es, "mlops-metrics-*", by_run(run_id))
+    accuracy = {"bool": {"filter": [by_run(run_id), {"term": {"mlflow.metric.key": "accuracy"}}]}}
+    # The checkpoint read back is the pass's: it counts the accuracy points that are in Elasticsearch.
+    assert before["keys"]["accuracy"]["count"] == count(es, "mlops-metrics-*", accuracy) > 0
 
     # New points, then a pass whose writes all fail.
     client = MlflowClient(mlflow_uri)
@@ -543,7 +492,10 @@ def test_sync_fails_without_moving_checkpoints_when_elasticsearch_goes_away(
     assert summary["points_written"] == 3, summary
     assert count(es, "mlops-metrics-*", by_run(run_id)) == points_before + 3
     es.indices.refresh(index="mlops-shipper-state")
-    assert es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"] != before
+    after = es.get(index="mlops-shipper-state", id=f"run:{run_id}")["_source"]["state"]
+    moved = after["keys"]["accuracy"]
+    assert moved["count"] == before["keys"]["accuracy"]["count"] + 3
+    assert (moved["last_step"], moved["last_timestamp"]) == (4, now + 4)
 
 
 def test_local_sqlite_store_with_filters(

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipper.cli import main_group
-from shipper.config import load_settings
+from shipper.config import LogFormat, load_settings, log_format_asked
 from shipper.errors import ConfigError
 
 
@@ -64,6 +64,15 @@ def test_every_problem_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "SHIPPER_NOPE" in text
     assert "SHIPPER_ELASTICSEARCH_URL" in text and "scheme included" in text
     assert "SHIPPER_BULK_MAX_ACTIONS" in text
+
+
+def test_log_format_is_read_alone_when_the_rest_does_not_validate() -> None:
+    # The final error of a failed validation is printed in this format, so it is read on its own.
+    broken = {"SHIPPER_LOG_FORMAT": " JSON ", "SHIPPER_BULK_MAX_ACTIONS": "many", "SHIPPER_NOPE": "1"}
+    assert log_format_asked(broken) is LogFormat.JSON
+    assert log_format_asked({"SHIPPER_LOG_FORMAT": "text"}) is LogFormat.TEXT
+    assert log_format_asked({"SHIPPER_LOG_FORMAT": "xml"}) is None
+    assert log_format_asked({}) is None
 
 
 def test_auth_methods_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,7 +106,7 @@ def test_model_links_sort_versions_numerically() -> None:
 
 
 def test_experiment_filters_by_name_or_id() -> None:
-    from shipper.sources.mlflow_tracking import select_experiments
+    from shipper.sources.interface import select_experiments
 
     experiments = [Experiment("0", "Default"), Experiment("7", "churn"), Experiment("9", "fraud")]
     assert [e.id for e in select_experiments(experiments)] == ["0", "7", "9"]

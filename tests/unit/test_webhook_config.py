@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -105,3 +110,57 @@ def test_connection_bounds_and_entra_allow_list(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SHIPPER_WEBHOOK_MAX_REQUEST_MEMORY_BYTES", str(1024 * 1024))
     with pytest.raises(ConfigError, match="raise it to at least 2097152"):
         load_settings()
+
+
+def test_an_azure_credential_is_possible_only_where_something_could_give_one(tmp_path: Path) -> None:
+    from shipper.webhook.server import AZURE_VM_ASSET_TAG, azure_credential_possible
+
+    nothing = tmp_path / "absent"
+    other_vendor = tmp_path / "asset-tag"
+    other_vendor.write_text("Default string\n")
+    azure_vm = tmp_path / "azure-asset-tag"
+    azure_vm.write_text(AZURE_VM_ASSET_TAG + "\n")
+    cache = tmp_path / "msal.cache"
+    cache.write_text("{}")
+
+    def possible(
+        environ: dict[str, str], tools: tuple[str, ...] = (), token_cache: Path = nothing, tag: Path = nothing
+    ) -> bool:
+        return azure_credential_possible(
+            environ, lambda t: f"/usr/bin/{t}" if t in tools else None, token_cache, tag
+        )
+
+    assert not possible({})
+    assert not possible({"AZURE_CLIENT_ID": " ", "PATH": "/usr/bin"}, tag=other_vendor)
+    assert possible({"AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001"})  # a managed identity's
+    assert possible({"AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token"})
+    assert possible({"IDENTITY_ENDPOINT": "http://169.254.169.254/metadata/identity/oauth2/token"})
+    assert possible({}, tools=("az",))
+    assert possible({}, token_cache=cache)
+    assert possible({}, tag=azure_vm)
+
+
+def test_serve_without_any_azure_credential_does_not_import_azure_identity(tmp_path: Path) -> None:
+    """azure-identity costs about 0.6 s of CPU to import: a machine that cannot have a credential
+    (none of the above) is told so at start without it."""
+    script = (
+        "import sys\n"
+        "from shipper.config import Settings\n"
+        "from pathlib import Path\n"
+        "from shipper.webhook import server\n"
+        "from shipper.webhook.server import build_webhook\n"
+        "server.ASSET_TAG_FILE = Path('/nonexistent')  # hosted CI runners are Azure VMs\n"
+        "hook = build_webhook(Settings(webhook_secret='a' * 32), sync_on_terminal=False)\n"
+        "hook.stop()\n"
+        "print(hook.enricher is None, 'azure.identity' in sys.modules, 'azure.ai.ml' in sys.modules)\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "SHIPPER_", "IDENTITY_", "MSI_"))
+    }
+    env.update(PATH=str(tmp_path), HOME=str(tmp_path))  # no az, azd or pwsh; no token cache
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False"], done.stdout
+    assert "job enrichment is off: no Azure credential is configured" in done.stderr
