@@ -247,6 +247,8 @@ def build_webhook(
         enricher=enricher,
         notifier=notifier,
         on_terminal=(lambda run: trigger.request(run.run_id, run.experiment_name)) if trigger else None,
+        max_age_days=settings.webhook_event_max_age_days,
+        max_future_days=settings.webhook_event_max_future_days,
     )
     app = create_app(service, auth, max_body_bytes=settings.webhook_max_body_bytes)
     return Webhook(
