@@ -333,8 +333,8 @@ def json_text(value: Any) -> str:
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, _Token):
-            out.append(item.text)
+        if isinstance(item, _Token | NumberText):
+            out.append(str(item))
         elif isinstance(item, dict):
             parts: list[Any] = [_Token("{")]
             for position, (key, inner) in enumerate(item.items()):
@@ -362,6 +362,9 @@ def json_text(value: Any) -> str:
 @dataclass(frozen=True)
 class _Token:
     text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _surrogate(text: str) -> str | None:
