@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import functools
 import json
 import math
@@ -203,7 +202,7 @@ def _optional_string(event: Mapping[str, Any], key: str, where: str, problems: l
     return value
 
 
-def _eventgrid_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+def _eventgrid_event(raw: Any, where: str, problems: list[str], position: int = 0) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: is not a JSON object")
         return None
@@ -221,11 +220,20 @@ def _eventgrid_event(raw: Any, where: str, problems: list[str]) -> Event | None:
     if len(problems) > before:
         return None
     return Event(
-        event_id, event_type, moment, topic, subject, raw.get("data"), "EventGridEvent", raw, data_version
+        event_id,
+        event_type,
+        moment,
+        topic,
+        subject,
+        raw.get("data"),
+        "EventGridEvent",
+        raw,
+        data_version,
+        position,
     )
 
 
-def _cloud_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+def _cloud_event(raw: Any, where: str, problems: list[str], position: int = 0) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: is not a JSON object")
         return None
@@ -248,7 +256,7 @@ def _cloud_event(raw: Any, where: str, problems: list[str]) -> Event | None:
         data = _decode_base64(raw["data_base64"], _optional_string(raw, "datacontenttype", where, problems))
     if len(problems) > before:
         return None
-    return Event(event_id, event_type, moment, source, subject, data, "CloudEvent", raw, None)
+    return Event(event_id, event_type, moment, source, subject, data, "CloudEvent", raw, None, position)
 
 
 def _decode_base64(value: Any, content_type: str | None) -> Any:
@@ -263,9 +271,11 @@ def _decode_base64(value: Any, content_type: str | None) -> Any:
         content_type
     ).endswith("+json"):
         try:
-            return orjson.loads(decoded)
+            data = orjson.loads(decoded)
         except orjson.JSONDecodeError:
             return value
+        # Nested too deeply to store (orjson reads 1,024 levels): kept as the base64 text.
+        return data if _storable(data) else value
     return value
 
 
@@ -415,9 +425,10 @@ def unstorable(item: Any) -> str | None:
 
 
 def _storable(item: Any) -> bool:
-    """The quick test (orjson, in C) that almost every event passes; `unstorable` says why not."""
+    """The quick test (orjson, in C) that almost every event passes; `unstorable` says why not.
+    A list of events passes when each of them would."""
     try:
-        orjson.dumps({"mlops": {"raw": item}})
+        orjson.dumps({"mlops": item if isinstance(item, list) else {"raw": item}})
     except orjson.JSONEncodeError:
         return False
     return True
@@ -491,16 +502,19 @@ def parse_delivery(
     events: list[Event] = []
     invalid: list[InvalidEvent] = []
     parse = _cloud_event if schema == "CloudEvent" else _eventgrid_event
+    # One serialisation of the whole delivery, each event as deep as its document will hold it: when
+    # it passes (nearly always), no event needs the test of its own.
+    every_one_storable = _storable(items)
     for position, item in enumerate(items):
         before = len(problems)
-        if not _storable(item):
+        if not every_one_storable and not _storable(item):
             why = unstorable(item) or "cannot be stored as a document"
             problems.append(f"event {position}: {why}")
             invalid.append(InvalidEvent(position, problems[before:], item))
             continue
-        event = parse(item, f"event {position}", problems)
+        event = parse(item, f"event {position}", problems, position)
         if event is not None:
-            events.append(dataclasses.replace(event, position=position) if position else event)
+            events.append(event)
         elif len(problems) > before:
             invalid.append(InvalidEvent(position, problems[before:], item))
     validating = any(e.type == SUBSCRIPTION_VALIDATION for e in events)

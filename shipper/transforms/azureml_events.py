@@ -44,6 +44,7 @@ from shipper.core.events import (
     RUN_STATUS_CHANGED,
     Event,
     Workspace,
+    json_text,
     parse_time,
 )
 from shipper.core.names import RUNS_INDEX, events_index
@@ -115,8 +116,8 @@ def text(value: Any) -> str | None:
         return repr(value) if math.isfinite(value) else None
     try:
         return orjson.dumps(value, default=str).decode()
-    except TypeError:  # e.g. an integer beyond 64 bits inside
-        return str(value)
+    except TypeError:  # an integer beyond 64 bits inside, nesting beyond 254 levels
+        return json_text(value)
 
 
 def _usable_key(key: Any) -> bool:
