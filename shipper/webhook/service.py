@@ -167,9 +167,7 @@ class WebhookService:
         # The same event twice in one batch: the last one counts.
         events = list({e.id: e for e in delivery.events}.values())
         invalid = list(delivery.invalid)
-        outside = [e for e in events if self._outside_window(e, received, invalid)]
-        if outside:
-            events = [e for e in events if e not in outside]
+        events = [e for e in events if not self._outside_window(e, received, invalid)]
         actions: list[dict[str, Any]] = []
         runs: list[tuple[Event, RunEvent, dict[str, Any]]] = []
         for event in events:
@@ -253,10 +251,10 @@ class WebhookService:
             InvalidEvent(
                 event.position,
                 [
-                    f"event {event.position}: {field_name} {iso(event.time)} is more than {days} days "
-                    f"{where} its receipt ({iso(received)}); it is kept here instead of opening an "
-                    f"index for its month. Correct the sender's clock, or widen {setting} and send it "
-                    "again"
+                    f"event {event.position}: {field_name} {iso(event.time)} is more than {days} "
+                    f"day{'' if days == 1 else 's'} {where} its receipt ({iso(received)}); it is kept "
+                    "here instead of opening an index for its month. Correct the sender's clock, or "
+                    f"widen {setting} and send it again"
                 ],
                 event.raw,
                 kind="event_time_outside_window",

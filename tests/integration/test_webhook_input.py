@@ -311,7 +311,7 @@ def test_run_ids_and_values_beyond_elasticsearch_limits(es: Elasticsearch, hook:
         ),
         (
             datetime(2091, 3, 1, tzinfo=UTC),
-            ["more than 1 days after its receipt", "SHIPPER_WEBHOOK_EVENT_MAX_FUTURE_DAYS"],
+            ["more than 1 day after its receipt", "SHIPPER_WEBHOOK_EVENT_MAX_FUTURE_DAYS"],
         ),
     ],
 )
