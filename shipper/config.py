@@ -292,6 +292,19 @@ class Settings(BaseSettings):
         description="When a run reaches Completed, Failed or Canceled, run an MLflow sync pass at once "
         "(needs MLFLOW_TRACKING_URI).",
     )
+    # -- webhook: the event-time window (events outside it go to the dead-letter index) --
+    webhook_event_max_age_days: int = Field(
+        default=400,
+        ge=1,
+        description="Events dated more than this many days before their receipt are dead-lettered "
+        "instead of opening an `mlops-events-*` index for their month (Event Grid retries for 24 h).",
+    )
+    webhook_event_max_future_days: int = Field(
+        default=1,
+        ge=0,
+        description="Events dated more than this many days after their receipt (a sender's clock "
+        "ahead, a forged time) are dead-lettered instead of opening an index for their month.",
+    )
     azureml_enrichment: bool = Field(
         default=True,
         description="Add job details (`azureml.job.*`) from azure-ai-ml after each run event is written.",

@@ -29,7 +29,7 @@ from shipper.core.events import Workspace, parse_time
 from shipper.core.names import RUNS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import upsert_entities
-from shipper.transforms.azureml_events import iso, run_entity, stamp
+from shipper.transforms.azureml_events import document_id, iso, run_entity, stamp
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,14 @@ def reconcile(
             continue
         ids = sorted({fields["name"] for fields, _ in found})
         docs = client.mget(
-            index=RUNS_INDEX, ids=ids, source_includes=["azureml.run.status", "azureml.enrichment.status"]
+            index=RUNS_INDEX,
+            ids=[document_id(i) for i in ids],
+            source_includes=["azureml.run.status", "azureml.enrichment.status"],
         )["docs"]
         stored = {
-            str(d["_id"]): (d.get("_source") or {}).get("azureml") or {} for d in docs if d.get("found")
+            run_id: (d.get("_source") or {}).get("azureml") or {}
+            for run_id, d in zip(ids, docs, strict=True)
+            if d.get("found")
         }
         writes: list[EntityWrite] = []
         for fields, parent in found:

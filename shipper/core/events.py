@@ -15,6 +15,14 @@ JSON, wrong shape, too many events, or no event of it readable). It lists every 
 the dead letter says all that is wrong at once. A batch in which only some events are unreadable
 (without id, type or a readable time) is not refused: `Delivery.invalid` holds those, each with
 its problems and its original, and `Delivery.events` the good ones.
+
+Inputs that are valid JSON but cannot be stored as they are (see docs/webhook-input.md):
+
+    lone UTF-16 surrogates      (`"\\ud800"`, in any key or string) the event is unreadable
+    nesting beyond MAX_DEPTH    levels (the bulk serialiser stops at 254) the event is unreadable
+    numbers beyond a double     (hundreds of digits, `1e400`) kept as their JSON text, a string
+    times that leave the UTC    range (year 9999 with a negative offset, year 1 with a positive one)
+                                the event time is unreadable; a time inside `data` is left out
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ KNOWN_TYPES = (RUN_STATUS_CHANGED, RUN_COMPLETED, MODEL_REGISTERED, MODEL_DEPLOY
 Schema = Literal["EventGridEvent", "CloudEvent"]
 
 MAX_PROBLEMS = 20
+# Levels of nesting (objects and arrays) an event may have: its document stores it two levels
+# down (`mlops.raw`), and the bulk serialiser (orjson) stops at 254.
+MAX_DEPTH = 252
 
 _WORKSPACE_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
@@ -109,6 +120,8 @@ class Event:
     schema: Schema
     raw: dict[str, Any] = field(repr=False)
     data_version: str | None = None
+    # Its place in the delivery (0 for a single or binary-mode CloudEvent).
+    position: int = 0
 
     @property
     def short_type(self) -> str:
@@ -128,6 +141,8 @@ class InvalidEvent:
     position: int
     problems: list[str]
     raw: Any
+    # The dead letter's `error.type`.
+    kind: str = "invalid_payload"
 
 
 @dataclass(frozen=True)
@@ -158,7 +173,10 @@ def parse_time(value: Any) -> datetime:
         raise ValueError(f"{value[:64]!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise ValueError(f"{value[:64]!r} is outside the years 1970 to 9999 once converted to UTC") from None
     if moment.year < 1970:
         raise ValueError(f"{value[:64]!r} is before 1970")
     return moment
@@ -184,7 +202,7 @@ def _optional_string(event: Mapping[str, Any], key: str, where: str, problems: l
     return value
 
 
-def _eventgrid_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+def _eventgrid_event(raw: Any, where: str, problems: list[str], position: int = 0) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: is not a JSON object")
         return None
@@ -202,11 +220,20 @@ def _eventgrid_event(raw: Any, where: str, problems: list[str]) -> Event | None:
     if len(problems) > before:
         return None
     return Event(
-        event_id, event_type, moment, topic, subject, raw.get("data"), "EventGridEvent", raw, data_version
+        event_id,
+        event_type,
+        moment,
+        topic,
+        subject,
+        raw.get("data"),
+        "EventGridEvent",
+        raw,
+        data_version,
+        position,
     )
 
 
-def _cloud_event(raw: Any, where: str, problems: list[str]) -> Event | None:
+def _cloud_event(raw: Any, where: str, problems: list[str], position: int = 0) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: is not a JSON object")
         return None
@@ -229,7 +256,7 @@ def _cloud_event(raw: Any, where: str, problems: list[str]) -> Event | None:
         data = _decode_base64(raw["data_base64"], _optional_string(raw, "datacontenttype", where, problems))
     if len(problems) > before:
         return None
-    return Event(event_id, event_type, moment, source, subject, data, "CloudEvent", raw, None)
+    return Event(event_id, event_type, moment, source, subject, data, "CloudEvent", raw, None, position)
 
 
 def _decode_base64(value: Any, content_type: str | None) -> Any:
@@ -244,9 +271,11 @@ def _decode_base64(value: Any, content_type: str | None) -> Any:
         content_type
     ).endswith("+json"):
         try:
-            return orjson.loads(decoded)
+            data = orjson.loads(decoded)
         except orjson.JSONDecodeError:
             return value
+        # Nested too deeply to store (orjson reads 1,024 levels): kept as the base64 text.
+        return data if _storable(data) else value
     return value
 
 
@@ -264,10 +293,10 @@ def _binary_cloud_event(body: bytes, content_type: str | None, headers: Mapping[
         media = _media_type(content_type)
         if media in ("application/json", "text/json") or media.endswith("+json"):
             try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
+                data = _loads(body)
+            except ValueError as exc:
                 raise InvalidPayload(
-                    ["binary-mode CloudEvent: the body is declared JSON but is not"]
+                    [f"binary-mode CloudEvent: the body is declared JSON but is not ({exc})"]
                 ) from None
         else:
             data = base64.b64encode(body).decode()
@@ -275,24 +304,149 @@ def _binary_cloud_event(body: bytes, content_type: str | None, headers: Mapping[
     if data is not None and "data_base64" not in raw:
         raw["data"] = data
     problems: list[str] = []
+    if not _storable(raw):
+        why = unstorable(raw) or "cannot be stored as a document"
+        raise InvalidPayload([f"binary-mode CloudEvent: {why}"])
     event = _cloud_event(raw, "binary-mode CloudEvent", problems)
     if problems:
         raise InvalidPayload(problems)
     return event
 
 
-def _int64(text: str) -> int | float:
+class NumberText(str):
+    """A JSON number no double can hold (hundreds of digits, `1e400`), kept as its JSON text."""
+
+
+def _int64(text: str) -> int | float | str:
+    # Python refuses to read more than 4,300 digits; a double holds at most 309 before the point.
+    if len(text) > 310:
+        return NumberText(text)
     value = int(text)
-    return value if -(2**63) <= value < 2**64 else float(value)
+    if -(2**63) <= value < 2**64:
+        return value
+    try:
+        return float(value)  # as orjson reads integers beyond 64 bits
+    except OverflowError:
+        return NumberText(text)
 
 
-def _finite_float(text: str) -> float | None:
+def _finite_float(text: str) -> float | str:
     value = float(text)
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) else NumberText(text)
+
+
+def json_text(value: Any) -> str:
+    """Any parsed JSON value back as JSON text, whatever it holds: lone surrogates are written as
+    `\\uXXXX` escapes and nesting has no limit (no recursion), so a dead letter can always keep the
+    original of what could not be stored."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Token | NumberText):
+            out.append(str(item))
+        elif isinstance(item, dict):
+            parts: list[Any] = [_Token("{")]
+            for position, (key, inner) in enumerate(item.items()):
+                prefix = "," if position else ""
+                parts += [_Token(prefix + json.dumps(str(key), ensure_ascii=True) + ":"), inner]
+            parts.append(_Token("}"))
+            stack.extend(reversed(parts))
+        elif isinstance(item, list | tuple):
+            parts = [_Token("[")]
+            for position, inner in enumerate(item):
+                if position:
+                    parts.append(_Token(","))
+                parts.append(inner)
+            parts.append(_Token("]"))
+            stack.extend(reversed(parts))
+        elif isinstance(item, float) and not math.isfinite(item):
+            out.append("null")
+        elif isinstance(item, str | int | float | bool) or item is None:
+            out.append(json.dumps(item, ensure_ascii=True))
+        else:
+            out.append(json.dumps(str(item), ensure_ascii=True))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _surrogate(text: str) -> str | None:
+    """The first lone surrogate of a string, as `U+D800`, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"U+{ord(text[exc.start]):04X}"
+    return None
+
+
+def _path(parts: list[Any]) -> str:
+    shown = "".join(f"[{p}]" if isinstance(p, int) else f".{json_text(p)[1:-1]}" for p in parts)
+    shown = shown.lstrip(".") or "the event"
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def unstorable(item: Any) -> str | None:
+    """Why an event (as parsed) cannot be stored as a document, or None. Iterative: it may be
+    nested as deeply as the parser allows."""
+    stack: list[tuple[Any, list[Any]]] = [(item, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict | list) and len(path) >= MAX_DEPTH:
+            return (
+                f"`{_path(path[:8])}...` is nested more than {MAX_DEPTH} levels deep; at most "
+                f"{MAX_DEPTH} are taken"
+            )
+        if isinstance(value, str):
+            found = _surrogate(value)
+            if found is not None:
+                return (
+                    f"`{_path(path)}` holds a lone UTF-16 surrogate ({found}), which is not Unicode "
+                    "text; the sender must encode its strings as UTF-8"
+                )
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                found = _surrogate(key) if isinstance(key, str) else None
+                if found is not None:
+                    return (
+                        f"a key in `{_path(path)}` holds a lone UTF-16 surrogate ({found}), which is not "
+                        "Unicode text; the sender must encode its strings as UTF-8"
+                    )
+                stack.append((inner, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((inner, [*path, position]) for position, inner in enumerate(value))
+    return None
+
+
+def _storable(item: Any) -> bool:
+    """The quick test (orjson, in C) that almost every event passes; `unstorable` says why not.
+    A list of events passes when each of them would."""
+    try:
+        orjson.dumps({"mlops": item if isinstance(item, list) else {"raw": item}})
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _no_constant(text: str) -> None:
     raise ValueError(f"{text} is not JSON")
+
+
+def _loads(body: bytes) -> Any:
+    """JSON text -> value; ValueError (orjson's message) when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:  # valid JSON orjson declines (numbers beyond a double, lone surrogates, UTF-16)
+            return json.loads(body, parse_int=_int64, parse_float=_finite_float, parse_constant=_no_constant)
+        except (ValueError, RecursionError, OverflowError):
+            raise ValueError(str(exc)) from None
 
 
 def parse_delivery(
@@ -313,14 +467,9 @@ def parse_delivery(
     if not body.strip():
         raise InvalidPayload(["the body is empty; expected a JSON array of events or a CloudEvent"])
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        try:  # valid JSON orjson declines (numbers beyond a double, UTF-16): the standard parser
-            document = json.loads(
-                body, parse_int=_int64, parse_float=_finite_float, parse_constant=_no_constant
-            )
-        except (ValueError, RecursionError):
-            raise InvalidPayload([f"the body is not JSON ({exc})"]) from None
+        document = _loads(body)
+    except ValueError as exc:
+        raise InvalidPayload([f"the body is not JSON ({exc})"]) from None
 
     schema: Schema
     if media == "application/cloudevents+json":
@@ -353,9 +502,17 @@ def parse_delivery(
     events: list[Event] = []
     invalid: list[InvalidEvent] = []
     parse = _cloud_event if schema == "CloudEvent" else _eventgrid_event
+    # One serialisation of the whole delivery, each event as deep as its document will hold it: when
+    # it passes (nearly always), no event needs the test of its own.
+    every_one_storable = _storable(items)
     for position, item in enumerate(items):
         before = len(problems)
-        event = parse(item, f"event {position}", problems)
+        if not every_one_storable and not _storable(item):
+            why = unstorable(item) or "cannot be stored as a document"
+            problems.append(f"event {position}: {why}")
+            invalid.append(InvalidEvent(position, problems[before:], item))
+            continue
+        event = parse(item, f"event {position}", problems, position)
         if event is not None:
             events.append(event)
         elif len(problems) > before:

@@ -6,6 +6,10 @@
 - Every other rejected document goes to the dead-letter index with the error and the original,
   and the rest of its batch proceeds.
 - A delete of a document that is already gone counts as done.
+- A write refused because the cluster has no room for the shards of a new index
+  (`cluster.max_shards_per_node`) is transient: it is retried, and never dead-lettered.
+- A document that cannot be serialised at all (the callers guard against it; this is the last
+  line) is dead-lettered with the reason, and the rest of its batch proceeds.
 
 Requests are built and their answers read here (see `_chunks` for why not elasticsearch-py's bulk
 helpers); tenacity retries whole requests and single items. Every operation carries a deterministic `_id`, so
@@ -32,12 +36,20 @@ from tenacity import (
 )
 
 from shipper import telemetry
+from shipper.core.events import json_text
 from shipper.core.names import DEAD_LETTER_INDEX, month_start_ms, partition_families
 from shipper.errors import WriteError
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def out_of_shards(error: Mapping[str, Any] | None) -> bool:
+    """An item error saying the cluster cannot open the shards of a new index: it can take the
+    document once shards are freed or the limit is raised."""
+    reason = str((error or {}).get("reason") or "")
+    return "maximum normal shards open" in reason or "maximum shards open" in reason
 
 
 @dataclass
@@ -80,6 +92,13 @@ def _fallback(value: Any) -> Any:
     # orjson refuses NaN/Infinity silently (null) and unknown types loudly; documents carry
     # neither by construction, so anything else is a programming error worth seeing.
     raise TypeError(f"cannot serialise {type(value).__name__} into a bulk request")
+
+
+def _original(action: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(action, default=str).decode()
+    except orjson.JSONEncodeError:  # lone surrogates, nesting too deep: written without recursion
+        return json_text(action)
 
 
 @dataclass
@@ -156,7 +175,7 @@ class BulkWriter:
     ) -> list[dict[str, Any]]:
         self._prepare_partitions(pending)
         again: list[dict[str, Any]] = []
-        chunks = list(self._chunks(pending))
+        chunks = list(self._chunks(pending, rejected))
         for number, (chunk, body) in enumerate(chunks):
             try:
                 with telemetry.BULK_SECONDS.time():
@@ -190,7 +209,7 @@ class BulkWriter:
                     result.conflicts.append((str(action["_index"]), str(action["_id"])))
                 elif status == 404 and op_name == "delete":
                     result.noop += 1  # already gone: the goal of a delete
-                elif status in RETRYABLE_STATUS:
+                elif status in RETRYABLE_STATUS or out_of_shards(detail.get("error")):
                     again.append(action)
                 else:
                     telemetry.ES_ERRORS.labels(kind="rejected").inc()
@@ -199,7 +218,11 @@ class BulkWriter:
             raise _Retry(again, f"{len(again)} documents answered with a retryable status")
         return []
 
-    def _chunks(self, actions: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], bytes]]:
+    def _chunks(
+        self,
+        actions: list[dict[str, Any]],
+        rejected: list[tuple[dict[str, Any], Mapping[str, Any]]] | None = None,
+    ) -> Iterator[tuple[list[dict[str, Any]], bytes]]:
         """Serialise actions to NDJSON bulk bodies of at most max_actions / max_bytes.
 
         Written here rather than through elasticsearch-py's bulk helpers: profiling a 100,000-point
@@ -210,7 +233,16 @@ class BulkWriter:
         pieces: list[bytes] = []
         size = 0
         for action in actions:
-            piece = _serialise(action)
+            try:
+                piece = _serialise(action)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                if rejected is None:
+                    raise
+                telemetry.ES_ERRORS.labels(kind="rejected").inc()
+                reason = f"the document cannot be serialised as JSON ({exc})"
+                error = {"type": "serialisation", "reason": reason}
+                rejected.append((action, {"status": 400, "error": error}))
+                continue
             if batch and (len(batch) >= self.max_actions or size + len(piece) > self.max_bytes):
                 yield batch, b"".join(pieces)
                 batch, pieces, size = [], [], 0
@@ -265,7 +297,7 @@ class BulkWriter:
                                 "index": action["_index"],
                                 "id": str(action["_id"]),
                                 "operation": action.get("_op_type", "index"),
-                                "original": orjson.dumps(original, default=str).decode(),
+                                "original": _original(original),
                             }
                         },
                     },

@@ -9,7 +9,12 @@ the MLflow run id too) through `upsert_entities`: owner `azureml`, top-level fie
 Ordering of run views: the entity stamp is the event time in milliseconds times 16, plus the
 status's place in the run lifecycle (so of two events in the same millisecond, Completed beats
 Running).
-The newest event wins whatever the arrival order.
+The newest event wins whatever the arrival order. A status dated after its own receipt (a sender's
+clock ahead) counts as of its receipt, so it cannot hold a run's state against the statuses that
+follow it.
+
+A run id longer than an `_id` may be (512 bytes) is hashed for the run document's `_id`, as event
+ids are; the run id itself stays in `azureml.run.id`.
 
 Key casing: Azure ML writes model and drift events in PascalCase (`ModelName`) and run events in
 camelCase (`runId`); the top-level keys of `data` are read case-insensitively as snake_case. Keys
@@ -39,6 +44,7 @@ from shipper.core.events import (
     RUN_STATUS_CHANGED,
     Event,
     Workspace,
+    json_text,
     parse_time,
 )
 from shipper.core.names import RUNS_INDEX, events_index
@@ -110,8 +116,8 @@ def text(value: Any) -> str | None:
         return repr(value) if math.isfinite(value) else None
     try:
         return orjson.dumps(value, default=str).decode()
-    except TypeError:  # e.g. an integer beyond 64 bits inside
-        return str(value)
+    except TypeError:  # an integer beyond 64 bits inside, nesting beyond 254 levels
+        return json_text(value)
 
 
 def _usable_key(key: Any) -> bool:
@@ -162,7 +168,7 @@ def stamp(moment: datetime, status: str | None = None) -> int:
 
 
 def document_id(event_id: str) -> str:
-    """The event id as the `_id`; one longer than Elasticsearch allows is hashed (stably)."""
+    """The event (or run) id as the `_id`; one longer than Elasticsearch allows is hashed (stably)."""
     if len(event_id.encode()) <= MAX_ID_BYTES:
         return event_id
     digest = hashlib.blake2b(event_id.encode(), digest_size=24).digest()
@@ -256,6 +262,8 @@ class RunEvent:
     event_id: str
     action: str
     time: datetime
+    # When the webhook received the event; a later event time counts as this one for ordering.
+    received: datetime | None = None
 
     @property
     def terminal(self) -> bool:
@@ -263,7 +271,8 @@ class RunEvent:
 
     @property
     def stamp(self) -> int:
-        return stamp(self.time, self.status)
+        moment = self.time if self.received is None else min(self.time, self.received)
+        return stamp(moment, self.status)
 
 
 def event_time(event: Event, received: datetime) -> datetime:
@@ -308,6 +317,7 @@ def run_event(event: Event, received: datetime) -> RunEvent | None:
         event_id=event.id,
         action=event.short_type,
         time=event_time(event, received),
+        received=received,
     )
 
 
@@ -335,7 +345,9 @@ def run_view(run: RunEvent) -> dict[str, Any]:
 
 
 def run_entity(run_id: str, entity_stamp: int, view: dict[str, Any]) -> EntityWrite:
-    return EntityWrite(index=RUNS_INDEX, id=run_id, owner=OWNER, stamp=entity_stamp, doc={"azureml": view})
+    return EntityWrite(
+        index=RUNS_INDEX, id=document_id(run_id), owner=OWNER, stamp=entity_stamp, doc={"azureml": view}
+    )
 
 
 # -- event documents -----------------------------------------------------------------------------

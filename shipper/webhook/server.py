@@ -302,6 +302,8 @@ def build_webhook(
         enricher=enricher,
         notifier=notifier,
         on_terminal=(lambda run: trigger.request(run.run_id, run.experiment_name)) if trigger else None,
+        max_age_days=settings.webhook_event_max_age_days,
+        max_future_days=settings.webhook_event_max_future_days,
     )
     limits = DeliveryLimits(
         settings.webhook_max_concurrent_deliveries, settings.webhook_max_request_memory_bytes

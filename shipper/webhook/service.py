@@ -4,7 +4,10 @@
          some events of a batch are unreadable (no id, type or time) beside good ones: the good ones
          are written and each bad one is dead-lettered with its original, in the same bulk request.
          Redelivery could never fix the bad ones, and a 400 would make Event Grid drop the good
-         ones with them; the body lists the dead letters (`dead_lettered`)
+         ones with them; the body lists the dead letters (`dead_lettered`). The same for events
+         that cannot be stored (lone surrogates, nesting too deep) and for events dated outside
+         the event-time window (SHIPPER_WEBHOOK_EVENT_MAX_AGE_DAYS back, _MAX_FUTURE_DAYS ahead of
+         their receipt), which would otherwise open an index for their month each
     400  the payload can never succeed (not JSON, wrong shape, no readable event, too big, too
          many events); it is written to the dead-letter index first
     403  an event's topic is outside SHIPPER_WEBHOOK_ALLOWED_TOPICS (nothing written)
@@ -29,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -43,7 +46,9 @@ from shipper.core.events import (
     SUBSCRIPTION_VALIDATION,
     Delivery,
     Event,
+    InvalidEvent,
     InvalidPayload,
+    json_text,
     normalise_topic,
     parse_delivery,
 )
@@ -53,6 +58,7 @@ from shipper.sink.bulk import BulkWriter
 from shipper.sink.entities import upsert_entities
 from shipper.transforms.azureml_events import (
     RunEvent,
+    document_id,
     event_action,
     iso,
     normalise_data,
@@ -90,6 +96,8 @@ class WebhookService:
         notifier: Notifier | None = None,
         on_terminal: Callable[[RunEvent], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_age_days: int = 400,
+        max_future_days: int = 1,
     ) -> None:
         self.client = client
         self.writer = writer
@@ -101,6 +109,8 @@ class WebhookService:
         self.notifier = notifier
         self.on_terminal = on_terminal
         self.clock = clock
+        self.max_age = timedelta(days=max_age_days)
+        self.max_future = timedelta(days=max_future_days)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="events-bulk")
 
     def close(self) -> None:
@@ -166,6 +176,8 @@ class WebhookService:
         received = self.clock()
         # The same event twice in one batch: the last one counts.
         events = list({e.id: e for e in delivery.events}.values())
+        invalid = list(delivery.invalid)
+        events = [e for e in events if not self._outside_window(e, received, invalid)]
         actions: list[dict[str, Any]] = []
         runs: list[tuple[Event, RunEvent, dict[str, Any]]] = []
         for event in events:
@@ -176,9 +188,14 @@ class WebhookService:
                 runs.append((event, run, action))
         letters = [
             _letter(
-                orjson.dumps(bad.raw), "application/json", bad.problems, received, event_position=bad.position
+                json_text(bad.raw).encode(),
+                "application/json",
+                bad.problems,
+                received,
+                event_position=bad.position,
+                error_type=bad.kind,
             )
-            for bad in delivery.invalid
+            for bad in invalid
         ]
         actions += letters
         try:
@@ -212,19 +229,48 @@ class WebhookService:
             metrics.EVENTS.labels(event_type="other", outcome="invalid").inc(len(letters))
             body["dead_lettered"] = [
                 {"event": bad.position, "problems": bad.problems, "dead_letter_id": letter["_id"]}
-                for bad, letter in zip(delivery.invalid, letters, strict=True)
+                for bad, letter in zip(invalid, letters, strict=True)
             ]
             log.warning(
                 "%d of %d events of a delivery are unreadable and were dead-lettered (%s); the other "
                 "%d are written",
                 len(letters),
                 len(letters) + len(events),
-                "; ".join(p for bad in delivery.invalid for p in bad.problems)[:500],
+                "; ".join(p for bad in invalid for p in bad.problems)[:500],
                 len(events),
             )
         metrics.DELIVERIES.labels(outcome="partial" if letters else "accepted").inc()
         self._after_write(events, runs, received)
         return Answer(200, body, outcome="partial" if letters else "accepted")
+
+    def _outside_window(self, event: Event, received: datetime, invalid: list[InvalidEvent]) -> bool:
+        """An event dated too far from its receipt becomes a dead letter (added to `invalid`): each
+        month it names would otherwise get an index of its own, without bound."""
+        if event.time is None:
+            return False
+        field_name = "`time`" if event.schema == "CloudEvent" else "`eventTime`"
+        if event.time < received - self.max_age:
+            days, setting = self.max_age.days, "SHIPPER_WEBHOOK_EVENT_MAX_AGE_DAYS"
+            where = "before"
+        elif event.time > received + self.max_future:
+            days, setting = self.max_future.days, "SHIPPER_WEBHOOK_EVENT_MAX_FUTURE_DAYS"
+            where = "after"
+        else:
+            return False
+        invalid.append(
+            InvalidEvent(
+                event.position,
+                [
+                    f"event {event.position}: {field_name} {iso(event.time)} is more than {days} "
+                    f"day{'' if days == 1 else 's'} {where} its receipt ({iso(received)}); it is kept "
+                    "here instead of opening an index for its month. Correct the sender's clock, or "
+                    f"widen {setting} and send it again"
+                ],
+                event.raw,
+                kind="event_time_outside_window",
+            )
+        )
+        return True
 
     def _carried(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The job details already on each run document: a new event's view keeps them until its
@@ -232,12 +278,14 @@ class WebhookService:
         ids = sorted(set(run_ids))
         if not ids or self.enricher is None:
             return {}
-        found = self.client.mget(index=RUNS_INDEX, ids=ids, source_includes=["azureml.job"]).get("docs", [])
+        found = self.client.mget(
+            index=RUNS_INDEX, ids=[document_id(i) for i in ids], source_includes=["azureml.job"]
+        ).get("docs", [])
         carried: dict[str, dict[str, Any]] = {}
-        for doc in found:
+        for run_id, doc in zip(ids, found, strict=True):
             job = ((doc.get("_source") or {}).get("azureml") or {}).get("job") if doc.get("found") else None
             if job:
-                carried[str(doc["_id"])] = job
+                carried[run_id] = job
         return carried
 
     def _run_write(self, run: RunEvent, carried_job: dict[str, Any] | None) -> EntityWrite:
@@ -340,6 +388,7 @@ def _letter(
     truncated: bool = False,
     event_position: int | None = None,
     attributes: Mapping[str, str] | None = None,
+    error_type: str = "invalid_payload",
 ) -> dict[str, Any]:
     """The dead-letter document of a payload (or of one event of a batch) that can never succeed."""
     identity = hashlib.sha256(body)
@@ -355,7 +404,7 @@ def _letter(
         "_id": "webhook-" + digest[:40],
         "_source": {
             "@timestamp": iso(now),
-            "error": {"type": "invalid_payload", "message": "; ".join(problems)[:8000]},
+            "error": {"type": error_type, "message": "; ".join(problems)[:8000]},
             # 200 when the rest of its batch was written: the event, not the delivery, failed.
             "http": {"response": {"status_code": 400 if event_position is None else 200}},
             "mlops": {

@@ -542,7 +542,8 @@ def test_run_events_in_any_casing_give_one_document(
         assert all(k and not k.startswith(".") and not k.endswith(".") and ".." not in k for k in values)
     # Serialisable as it is, and the same event gives the same document again.
     assert orjson.dumps(action) == orjson.dumps(event_action(event, RECEIVED))
-    assert run.stamp == stamp(moment, status)
+    # A time after the receipt counts as the receipt's (a clock ahead cannot hold the run's state).
+    assert run.stamp == stamp(min(moment, RECEIVED), status)
 
 
 def test_json_numbers_beyond_a_double_are_taken() -> None:
@@ -551,7 +552,8 @@ def test_json_numbers_beyond_a_double_are_taken() -> None:
         b'"data": {"big": 1e400, "huge": 123456789012345678901234567890}}]'
     )
     (event,) = parse_delivery(body, "application/json").events
-    assert event.data["big"] is None
+    # A double cannot hold it: kept as its JSON text.
+    assert event.data["big"] == "1e400"
     orjson.dumps(event_action(event, RECEIVED))
     with pytest.raises(InvalidPayload):
         parse_delivery(
