@@ -117,6 +117,7 @@ def _inputs(profile: bool) -> dict[str, Any]:
         dataset["profile"] = {"type": "keyword", "index": False, "doc_values": False}
     return _obj(datasets=_obj(**dataset), model_ids=KEYWORD)
 
+
 # Azure ML: what events and run documents share under `azureml.*` (see
 # shipper.transforms.azureml_events); tags and properties are user-defined, hence free-form.
 AZUREML_JOB_FIELDS = _obj(

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import urllib3
@@ -260,15 +260,6 @@ class MlflowRest:
             for m in found.get("registered_models", ())
         ]
         return Page(models, found.get("next_page_token"))
-
-    def get_logged_model(self, model_id: str) -> Any:
-        try:
-            found = self.get_json(f"/api/2.0/mlflow/logged-models/{quote(model_id, safe='')}")
-        except RestError as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or exc.status == 404:
-                raise LookupError(model_id) from None
-            raise
-        return _logged_model(found.get("model") or {})
 
     def search_logged_models(
         self, experiment_ids: list[str], max_results: int = 100, page_token: str | None = None

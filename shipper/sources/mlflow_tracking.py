@@ -284,23 +284,6 @@ class MlflowSource:
             return []
         return found
 
-    def logged_models_by_id(self, model_ids: Sequence[str]) -> list[LoggedModel]:
-        """Logged models by id, one request each (MLflow has no batch read of them): those that
-        registered versions point at outside the experiments this pass lists. Missing ones are left
-        out."""
-        found: list[LoggedModel] = []
-        for model_id in sorted(set(model_ids)):
-            self._count("get_logged_model")
-            try:
-                found.append(logged_model_record(self._client.get_logged_model(model_id)))
-            except LookupError:  # MlflowRest: no such model
-                continue
-            except Exception as exc:
-                if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                    continue
-                raise
-        return found
-
 
 def metric_value(raw: Any) -> float:
     """MLflow's SQL store keeps ±Infinity as ±sys.float_info.max; give the logged value back."""

@@ -420,11 +420,13 @@ class SyncEngine:
         missing = {mv.run_id for mv in versions if mv.run_id and mv.run_id not in runs}
         if missing:
             runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
-        # Logged models that versions were registered from, outside the experiments listed here.
+        # Logged models that versions were registered from, outside the experiments listed here (a
+        # filtered or sharded poller): one search of the other experiments (pages of 100), not a
+        # request per version.
         by_id = {lm.id: lm for lm in logged}
-        elsewhere = {mv.model_id for mv in versions if mv.model_id and mv.model_id not in by_id}
-        if elsewhere:
-            by_id |= {lm.id: lm for lm in self.source.logged_models_by_id(sorted(elsewhere))}
+        if any(mv.model_id and mv.model_id not in by_id for mv in versions):
+            others = sorted(set(experiments) - set(experiment_ids))
+            by_id |= {lm.id: lm for lm in self.source.logged_models(others)}
         for mv in versions:
             source_run = runs.get(mv.run_id) if mv.run_id else None
             experiment = experiments.get(source_run.experiment_id) if source_run else None
