@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,9 @@ from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from shipper.cli import main_group
+from tests.support import kibana_replay
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
@@ -44,6 +47,17 @@ def requests(kind: str) -> float:
     return REGISTRY.get_sample_value("shipper_mlflow_requests_total", {"kind": kind}) or 0.0
 
 
+def replay(es: Any, lens_id: str, model: str) -> list[dict[str, Any]]:
+    """A Lens panel of kibana/ as the comparison dashboard queries it with `model` picked."""
+    objects = {}
+    for line in (REPO / "kibana" / "mlops-saved-objects.ndjson").read_text(encoding="utf-8").splitlines():
+        obj = json.loads(line)
+        objects[(obj["type"], obj["id"])] = obj
+    views = {oid: o["attributes"] for (kind, oid), o in objects.items() if kind == "index-pattern"}
+    filters = [{"match_phrase": {"ml.model.name": model}}]
+    return kibana_replay.run(es, kibana_replay.lens_panel(objects[("lens", lens_id)], views, filters=filters))
+
+
 @dataclass
 class Evaluated:
     experiment: str
@@ -59,15 +73,16 @@ def log_evaluations(mlflow_uri: str) -> Evaluated:
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.data.pandas_dataset import from_pandas
 
     mlflow.set_tracking_uri(mlflow_uri)
     client = MlflowClient(mlflow_uri)
     tag = uuid.uuid4().hex[:8]
     done = Evaluated(experiment=f"evaluation-{tag}", model=f"churn-eval-{tag}")
     experiment_id = mlflow.set_experiment(done.experiment).experiment_id
-    train = mlflow.data.from_pandas(pd.DataFrame({"x": [1, 2, 3, 4], "y": [0, 1, 0, 1]}), name="train")
-    eval_a = mlflow.data.from_pandas(pd.DataFrame({"x": [5, 6, 7], "y": [1, 0, 1]}), name="eval-a")
-    eval_b = mlflow.data.from_pandas(pd.DataFrame({"x": [8, 9], "y": [0, 0]}), name="eval-b")
+    train = from_pandas(pd.DataFrame({"x": [1, 2, 3, 4], "y": [0, 1, 0, 1]}), name="train")
+    eval_a = from_pandas(pd.DataFrame({"x": [5, 6, 7], "y": [1, 0, 1]}), name="eval-a")
+    eval_b = from_pandas(pd.DataFrame({"x": [8, 9], "y": [0, 0]}), name="eval-b")
     done.digests = {"train": train.digest, "eval-a": eval_a.digest, "eval-b": eval_b.digest}
     t = int(time.time() * 1000) - 60_000
 
@@ -194,6 +209,25 @@ def test_metrics_per_dataset_and_logged_model(
     # The analyst's question, straight from the metric points.
     assert accuracy_on(es, evaluated.model, "eval-a") == {"1": 0.81, "2": 0.93, "3": 0.88}
     assert accuracy_on(es, evaluated.model, "eval-b") == {"1": 0.71, "2": 0.65, "3": 0.80}
+
+    # The comparison dashboard: its dataset panel, replayed as Lens would query it for this model,
+    # shows the same; the run-history panels keep to the source runs' points (version 3 has none).
+    by_dataset = {
+        (r["version"], r["series"]): r["final"]
+        for r in replay(es, "mlops-final-metric-by-dataset", evaluated.model)
+    }
+    assert by_dataset == {
+        ("1", ("eval-a", "accuracy")): 0.81,
+        ("1", ("eval-a", "f1")): 0.61,
+        ("1", ("eval-b", "accuracy")): 0.71,
+        ("2", ("eval-a", "accuracy")): 0.93,
+        ("2", ("eval-a", "f1")): 0.72,
+        ("2", ("eval-b", "accuracy")): 0.65,
+        ("3", ("eval-a", "accuracy")): 0.88,
+        ("3", ("eval-b", "accuracy")): 0.8,
+    }
+    final = {(r["version"], r["key"]) for r in replay(es, "mlops-final-metric-by-version", evaluated.model)}
+    assert final == {(v, k) for v in ("1", "2") for k in ("accuracy", "f1", "loss")}
 
     # Registered versions carry their logged model and its final metrics per dataset.
     v2 = es.get(index="mlops-models", id=f"{evaluated.model}/2")["_source"]
