@@ -75,8 +75,11 @@ def ensure_evaluations(mlflow_uri: str, experiment_id: str, tag: str, n: int, wo
                 )
         return model_id
 
+    # The first alone: MLflow creates each dataset once per experiment, and two runs creating it at
+    # once collide on its unique key.
+    model_ids = [one(runs[0])] if runs else []
     with ThreadPoolExecutor(workers) as pool:
-        model_ids = list(pool.map(one, runs))
+        model_ids += list(pool.map(one, runs[1:]))
     for run, model_id in zip(runs, model_ids, strict=True):  # versions in order, one at a time
         client.create_model_version(model, f"models:/{model_id}", run_id=run.id)
     client.set_experiment_tag(experiment_id, EVALUATED_TAG, str(n))
@@ -104,7 +107,9 @@ def main() -> None:
     st = c.stack(args)
     es = c.es_client(st.es_url)
     info = c.machine(st.es_url)
-    gen = c.ensure_experiment(st.mlflow_uri, shape.name("bench-noop"), shape, workers=8)
+    # Evaluations go to an experiment of their own, so that the plain one stays plain.
+    prefix = f"bench-noop-eval{args.evaluated}" if args.evaluated else "bench-noop"
+    gen = c.ensure_experiment(st.mlflow_uri, shape.name(prefix), shape, workers=8)
     evaluation_points = 0
     if args.evaluated:
         tag = gen.name.removeprefix("bench-")

@@ -317,7 +317,7 @@ def _inputs(raw: dict[str, Any]) -> Any:
     return SimpleNamespace(
         dataset_inputs=[
             SimpleNamespace(
-                dataset=SimpleNamespace(**{k: d.get("dataset", {}).get(k) for k in _DATASET_FIELDS}),
+                dataset=SimpleNamespace(**{k: (d.get("dataset") or {}).get(k) for k in _DATASET_FIELDS}),
                 tags=[SimpleNamespace(key=t.get("key"), value=t.get("value")) for t in d.get("tags") or ()],
             )
             for d in raw.get("dataset_inputs") or ()
