@@ -42,10 +42,6 @@ def ensure_evaluations(mlflow_uri: str, experiment_id: str, tag: str, n: int, wo
     if client.get_experiment(experiment_id).tags.get(EVALUATED_TAG) == str(n):
         return added
     runs = sorted(c.experiment_runs(mlflow_uri, experiment_id), key=lambda r: r.name)[:n]
-    model = f"{tag}-model"
-    if client.search_registered_models(filter_string=f"name = '{model}'"):
-        client.delete_registered_model(model)
-    client.create_registered_model(model)
     digests = {name: f"{i:08x}" for i, name in enumerate(EVAL_DATASETS, start=1)}
     c.say(f"adding evaluations to {len(runs)} runs: inputs, logged models, {added:,} points each way")
 
@@ -75,13 +71,24 @@ def ensure_evaluations(mlflow_uri: str, experiment_id: str, tag: str, n: int, wo
                 )
         return model_id
 
-    # The first alone: MLflow creates each dataset once per experiment, and two runs creating it at
-    # once collide on its unique key.
-    model_ids = [one(runs[0])] if runs else []
-    with ThreadPoolExecutor(workers) as pool:
-        model_ids += list(pool.map(one, runs[1:]))
-    for run, model_id in zip(runs, model_ids, strict=True):  # versions in order, one at a time
-        client.create_model_version(model, f"models:/{model_id}", run_id=run.id)
+    if client.get_experiment(experiment_id).tags.get(EVALUATED_TAG + ".logged") != str(n):
+        # The first alone: MLflow creates each dataset once per experiment, and two runs creating
+        # it at once collide on its unique key.
+        if runs:
+            one(runs[0])
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, runs[1:]))
+        client.set_experiment_tag(experiment_id, EVALUATED_TAG + ".logged", str(n))
+    model_of = {
+        m.source_run_id: m.model_id for m in _all_logged_models(client, experiment_id) if m.source_run_id
+    }
+    model = f"{tag}-model"
+    if client.search_registered_models(filter_string=f"name = '{model}'"):
+        client.delete_registered_model(model)
+    client.create_registered_model(model)
+    for run in runs:  # versions in order, one at a time
+        model_id = model_of[run.id]
+        client.create_model_version(model, f"models:/{model_id}", run_id=run.id, model_id=model_id)
     client.set_experiment_tag(experiment_id, EVALUATED_TAG, str(n))
     return added
 
@@ -90,6 +97,17 @@ def es_writes(es: Any) -> int:
     stats = es.indices.stats(index="mlops-*", metric="indexing", expand_wildcards="all")
     total = stats["_all"]["primaries"].get("indexing", {})
     return int(total.get("index_total", 0)) + int(total.get("delete_total", 0))
+
+
+def _all_logged_models(client: Any, experiment_id: str) -> list[Any]:
+    found: list[Any] = []
+    token = None
+    while True:
+        page = client.search_logged_models(experiment_ids=[experiment_id], max_results=100, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
 
 
 def main() -> None:
