@@ -4,8 +4,10 @@ comparison panel.
 `mlops-models` holds one document per registered model version (`ml.model.kind: registered`) with
 the final metric values of its source run: finite ones under `mlflow.metrics.<key>` (double),
 non-finite ones (NaN, ±Infinity) under `mlflow.metrics_nonfinite.<key>` as the keywords "NaN",
-"Infinity", "-Infinity". `query()` is the Elasticsearch request; `comparison()` is a pure function
-that turns its hits into the table.
+"Infinity", "-Infinity". A version registered from an MLflow 3 logged model also has that model's
+final metrics per evaluation dataset, `mlflow.datasets.<dataset>.<key>` (and
+`mlflow.datasets_nonfinite`). `query()` is the Elasticsearch request; `comparison()` is a pure
+function that turns its hits into the table.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ SOURCE_FIELDS = [
     "mlflow.run.id",
     "mlflow.metrics",
     "mlflow.metrics_nonfinite",
+    "mlflow.datasets",
+    "mlflow.datasets_nonfinite",
 ]
 NONFINITE = ("NaN", "Infinity", "-Infinity")
 
@@ -102,15 +106,43 @@ def _as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
+def _dataset_values(source: dict[str, Any]) -> dict[str, dict[str, float | str]]:
+    """`mlflow.datasets` and `mlflow.datasets_nonfinite` of one version: {dataset: {key: value}}."""
+    found: dict[str, dict[str, float | str]] = {}
+    for group in ("mlflow.datasets", "mlflow.datasets_nonfinite"):
+        datasets = _get(source, group)
+        if not isinstance(datasets, dict):
+            continue
+        for dataset, values in datasets.items():
+            if not isinstance(values, dict):
+                continue
+            for key, raw in values.items():
+                value = _metric_value(raw)
+                if value is not None:
+                    found.setdefault(str(dataset), {})[str(key)] = value
+    return found
+
+
+def _chosen(values: dict[str, Any], metrics: Sequence[str] | None) -> dict[str, Any]:
+    if metrics:
+        return {key: values.get(key) for key in metrics}
+    return {key: values[key] for key in sorted(values)}
+
+
 def comparison(
-    model: str, hits: Iterable[dict[str, Any]], metrics: Sequence[str] | None = None
+    model: str,
+    hits: Iterable[dict[str, Any]],
+    metrics: Sequence[str] | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Search hits of `mlops-models` -> `{"model": ..., "versions": [...]}`.
 
-    Each version: its `version` (the registry's string), `aliases`, `stage`, `run_id` and
+    Each version: its `version` (the registry's string), `aliases`, `stage`, `run_id`,
     `metrics`, the final value per key (numbers; non-finite values as "NaN", "Infinity",
-    "-Infinity"). With `metrics`, only those keys, in that order, and a key the version lacks is
-    null; without, every key the version has, sorted. Versions in numeric order.
+    "-Infinity"), and `datasets`, the final values of its logged model per evaluation dataset
+    (`{dataset: {key: value}}`; every dataset, or with `dataset` only that one, empty where the
+    version has no value for it). With `metrics`, only those keys, in that order, and a key the
+    version lacks is null; without, every key the version has, sorted. Versions in numeric order.
     """
     versions: list[dict[str, Any]] = []
     for hit in hits:
@@ -125,10 +157,11 @@ def comparison(
                     value = _metric_value(raw)
                     if value is not None:
                         values[key] = value
-        if metrics:
-            chosen = {key: values.get(key) for key in metrics}
-        else:
-            chosen = {key: values[key] for key in sorted(values)}
+        chosen = _chosen(values, metrics)
+        per_dataset = _dataset_values(source)
+        if dataset is not None:
+            per_dataset = {dataset: per_dataset.get(dataset, {})}
+        datasets = {name: _chosen(per_dataset[name], metrics) for name in sorted(per_dataset)}
         stage = _get(source, "ml.model.stage")
         run_id = _get(source, "mlflow.run.id")
         versions.append(
@@ -138,15 +171,23 @@ def comparison(
                 "stage": None if stage is None else str(stage),
                 "run_id": None if run_id is None else str(run_id),
                 "metrics": chosen,
+                "datasets": datasets,
             }
         )
     versions.sort(key=lambda v: version_key(v["version"]))
     return {"model": model, "versions": versions}
 
 
-def metric_keys(table: dict[str, Any]) -> list[str]:
-    """Every metric key of any version of the table, sorted."""
+def metric_keys(table: dict[str, Any], dataset: str | None = None) -> list[str]:
+    """Every metric key of any version of the table (with `dataset`, of that dataset), sorted."""
+    if dataset is not None:
+        return sorted({key for v in table["versions"] for key in v["datasets"].get(dataset, {})})
     return sorted({key for version in table["versions"] for key in version["metrics"]})
+
+
+def dataset_names(table: dict[str, Any]) -> list[str]:
+    """Every evaluation dataset any version of the table has values for, sorted."""
+    return sorted({name for v in table["versions"] for name, values in v["datasets"].items() if values})
 
 
 def _cell(value: Any) -> str:
@@ -157,10 +198,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_text(table: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
+def render_text(
+    table: dict[str, Any], metrics: Sequence[str] | None = None, dataset: str | None = None
+) -> str:
     """The table for a terminal: one row per version, one column per metric (`metrics` in that
-    order, else every metric, sorted)."""
-    keys = list(metrics) if metrics else metric_keys(table)
+    order, else every metric, sorted); with `dataset`, the values logged for that dataset."""
+    keys = list(metrics) if metrics else metric_keys(table, dataset)
     header = ["version", "aliases", "stage", "run", *keys]
     rows = [header]
     for v in table["versions"]:
@@ -170,7 +213,7 @@ def render_text(table: dict[str, Any], metrics: Sequence[str] | None = None) -> 
                 ",".join(v["aliases"]) or "-",
                 _cell(v["stage"]),
                 _cell(v["run_id"]),
-                *(_cell(v["metrics"].get(k)) for k in keys),
+                *(_cell(_values(v, dataset).get(k)) for k in keys),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -181,7 +224,15 @@ def render_text(table: dict[str, Any], metrics: Sequence[str] | None = None) -> 
             cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(row)
         ]
         lines.append("  ".join(cells).rstrip())
+    if dataset is not None:
+        lines.insert(0, f"dataset: {dataset}")
     return "\n".join(lines)
+
+
+def _values(version: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    if dataset is None:
+        return dict(version["metrics"])
+    return dict(version["datasets"].get(dataset, {}))
 
 
 def fetch(client: Any, model: str) -> list[dict[str, Any]]:

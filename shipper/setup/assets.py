@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from shipper.core import names
 
-ASSET_VERSION = 5
+ASSET_VERSION = 6
 MANAGED_BY = "shipper"
 
 Kind = Literal["component_template", "index_template", "ingest_pipeline", "ilm_policy"]
@@ -64,6 +64,22 @@ DYNAMIC_TEMPLATES: list[dict[str, Any]] = [
     {"tags": {"path_match": ["mlflow.tags.*", "ml.model.tags.*"], "mapping": KEYWORD}},
     {"metrics": {"path_match": "mlflow.metrics.*", "mapping": DOUBLE}},
     {"metrics_nonfinite": {"path_match": "mlflow.metrics_nonfinite.*", "mapping": KEYWORD}},
+    # MLflow 3: final metrics of a logged model per evaluation dataset, `<dataset>.<key>`
+    # (objects excluded: `<dataset>` itself is flattened away, not a field)
+    {
+        "dataset_metrics": {
+            "path_match": "mlflow.datasets.*",
+            "match_mapping_type": ["double", "long"],
+            "mapping": DOUBLE,
+        }
+    },
+    {
+        "dataset_metrics_nonfinite": {
+            "path_match": "mlflow.datasets_nonfinite.*",
+            "match_mapping_type": "string",
+            "mapping": KEYWORD,
+        }
+    },
     {"strings_as_keywords": {"match_mapping_type": "string", "mapping": KEYWORD}},
 ]
 
@@ -79,6 +95,9 @@ MODEL_FIELDS = _obj(
     ref=KEYWORD,
     type=KEYWORD,
     id=KEYWORD,
+    # MLflow 3: the logged model (metric points, registered versions, the logged model itself)
+    logged_id=KEYWORD,
+    logged_name=KEYWORD,
     source=KEYWORD,
     description={"type": "text"},
     last_updated=DATE,
@@ -86,6 +105,18 @@ MODEL_FIELDS = _obj(
 )
 
 EXPERIMENT_FIELDS = _obj(id=KEYWORD, name=KEYWORD)
+
+# MLflow 3: the evaluation dataset of a logged model's metric point (on model documents, the
+# datasets its metrics were logged for), and a run's inputs.
+DATASET_FIELDS = _obj(name=KEYWORD, digest=KEYWORD)
+
+
+def _inputs(profile: bool) -> dict[str, Any]:
+    dataset = {"name": KEYWORD, "digest": KEYWORD, "source_type": KEYWORD, "context": KEYWORD}
+    if profile:
+        dataset["profile"] = {"type": "keyword", "index": False, "doc_values": False}
+    return _obj(datasets=_obj(**dataset), model_ids=KEYWORD)
+
 
 # Azure ML: what events and run documents share under `azureml.*` (see
 # shipper.transforms.azureml_events); tags and properties are user-defined, hence free-form.
@@ -195,7 +226,11 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
                     step=LONG,
                     # NaN and ±Infinity: `value` is absent, this says which one it was.
                     value_nonfinite=KEYWORD,
+                    # `logged_model` for points read from an MLflow 3 logged model
+                    origin=KEYWORD,
                 ),
+                dataset=DATASET_FIELDS,
+                inputs=_inputs(profile=False),
             ),
             "ml": _obj(model=MODEL_FIELDS),
         },
@@ -226,6 +261,7 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
                 tags=_free_form(),
                 metrics=_free_form(),
                 metrics_nonfinite=_free_form(),
+                inputs=_inputs(profile=True),
             ),
             "ml": _obj(model=MODEL_FIELDS),
             "azureml": AZUREML_RUN_FIELDS,
@@ -248,6 +284,9 @@ FAMILY_MAPPINGS: dict[str, dict[str, Any]] = {
                 metric=_obj(key=KEYWORD),
                 metrics=_free_form(),
                 metrics_nonfinite=_free_form(),
+                dataset=DATASET_FIELDS,
+                datasets=_free_form(),
+                datasets_nonfinite=_free_form(),
             ),
             "ml": _obj(model=MODEL_FIELDS),
             "mlops": _obj(versions={"type": "object", "enabled": False}),

@@ -240,6 +240,7 @@ class MlflowRest:
                 user_id=v.get("user_id"),
                 aliases=list(v.get("aliases") or ()),
                 tags=_pairs(v.get("tags")),
+                model_id=v.get("model_id"),
             )
             for v in found.get("model_versions", ())
         ]
@@ -266,25 +267,26 @@ class MlflowRest:
         if page_token:
             body["page_token"] = page_token
         found = self.post_json("/api/2.0/mlflow/logged-models/search", body)
-        models = []
-        for model in found.get("models", ()):
-            info, data = model.get("info") or {}, model.get("data") or {}
-            status = info.get("status")
-            models.append(
-                SimpleNamespace(
-                    model_id=info.get("model_id"),
-                    name=info.get("name"),
-                    experiment_id=info.get("experiment_id"),
-                    creation_timestamp=info.get("creation_timestamp_ms"),
-                    last_updated_timestamp=info.get("last_updated_timestamp_ms"),
-                    source_run_id=info.get("source_run_id"),
-                    status=_LOGGED_MODEL_STATUS.get(status, status) if status is not None else None,
-                    model_type=info.get("model_type"),
-                    tags=_pairs(info.get("tags")),
-                    params=_pairs(data.get("params")),
-                )
-            )
-        return Page(models, found.get("next_page_token"))
+        return Page([_logged_model(m) for m in found.get("models", ())], found.get("next_page_token"))
+
+
+def _logged_model(model: dict[str, Any]) -> Any:
+    """A logged model (`info` and `data`), shaped as the client's `LoggedModel`."""
+    info, data = model.get("info") or {}, model.get("data") or {}
+    status = info.get("status")
+    return SimpleNamespace(
+        model_id=info.get("model_id"),
+        name=info.get("name"),
+        experiment_id=info.get("experiment_id"),
+        creation_timestamp=info.get("creation_timestamp_ms"),
+        last_updated_timestamp=info.get("last_updated_timestamp_ms"),
+        source_run_id=info.get("source_run_id"),
+        status=_LOGGED_MODEL_STATUS.get(status, status) if status is not None else None,
+        model_type=info.get("model_type"),
+        tags=_pairs(info.get("tags")),
+        params=_pairs(data.get("params")),
+        metrics=[_logged_model_metric(m) for m in data.get("metrics") or ()],
+    )
 
 
 def _view(view_type: int) -> str:
@@ -293,6 +295,38 @@ def _view(view_type: int) -> str:
 
 def _pairs(items: Any) -> dict[str, str]:
     return {str(i.get("key")): str(i.get("value", "")) for i in items or () if isinstance(i, dict)}
+
+
+def _logged_model_metric(m: dict[str, Any]) -> Any:
+    """A metric of a logged model, shaped as the client's `Metric` (proto3 JSON omits zeros)."""
+    return SimpleNamespace(
+        key=m.get("key"),
+        value=m.get("value", 0.0),
+        timestamp=int(m.get("timestamp", 0)),
+        step=int(m.get("step", 0)),
+        run_id=m.get("run_id"),
+        dataset_name=m.get("dataset_name"),
+        dataset_digest=m.get("dataset_digest"),
+    )
+
+
+def _inputs(raw: dict[str, Any]) -> Any:
+    """A run's `inputs`, shaped as the client's `RunInputs`. Run searches list dataset inputs only;
+    model inputs come with `runs/get`."""
+    return SimpleNamespace(
+        dataset_inputs=[
+            SimpleNamespace(
+                dataset=SimpleNamespace(**{k: (d.get("dataset") or {}).get(k) for k in _DATASET_FIELDS}),
+                tags=[SimpleNamespace(key=t.get("key"), value=t.get("value")) for t in d.get("tags") or ()],
+            )
+            for d in raw.get("dataset_inputs") or ()
+            if isinstance(d, dict)
+        ],
+        model_inputs=[SimpleNamespace(model_id=m.get("model_id")) for m in raw.get("model_inputs") or ()],
+    )
+
+
+_DATASET_FIELDS = ("name", "digest", "source_type", "profile")
 
 
 def _run(raw: dict[str, Any]) -> Any:
@@ -324,4 +358,5 @@ def _run(raw: dict[str, Any]) -> Any:
             metrics={m.key: m.value for m in metrics},
             _metric_objs=metrics,
         ),
+        inputs=_inputs(raw.get("inputs") or {}),
     )

@@ -25,7 +25,15 @@ from shipper.errors import ConfigError, ConnectivityError
 from shipper.sources.interface import HISTORY_PAGE
 from shipper.sources.mlflow_errors import refused_message, unreachable_message
 from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
-from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
+from shipper.sources.records import (
+    DatasetInput,
+    Experiment,
+    LoggedModel,
+    LoggedModelMetric,
+    MetricPoint,
+    ModelVersion,
+    Run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +359,37 @@ def run_record(run: Any) -> Run:
         tags=dict(data.tags),
         latest_metrics=latest,
         latest_exact=exact,
+        dataset_inputs=dataset_inputs_of(getattr(run, "inputs", None)),
+        model_inputs=model_inputs_of(getattr(run, "inputs", None)),
     )
+
+
+# A dataset profile longer than this is left out of run documents (it is MLflow's JSON summary).
+PROFILE_MAX = 1024
+DATA_CONTEXT_TAG = "mlflow.data.context"
+
+
+def dataset_inputs_of(inputs: Any) -> tuple[DatasetInput, ...]:
+    """The dataset inputs of a run (the client's `RunInputs` or the REST reader's), sorted."""
+    found = []
+    for item in getattr(inputs, "dataset_inputs", None) or ():
+        dataset = item.dataset
+        tags = {str(t.key): str(t.value) for t in getattr(item, "tags", None) or ()}
+        profile = getattr(dataset, "profile", None) or None
+        found.append(
+            DatasetInput(
+                name=str(dataset.name or ""),
+                digest=str(dataset.digest or ""),
+                source_type=getattr(dataset, "source_type", None) or None,
+                context=tags.get(DATA_CONTEXT_TAG) or None,
+                profile=profile if profile is not None and len(profile) <= PROFILE_MAX else None,
+            )
+        )
+    return tuple(sorted(set(found), key=lambda d: (d.name, d.digest, d.context or "")))
+
+
+def model_inputs_of(inputs: Any) -> tuple[str, ...]:
+    return tuple(sorted({str(m.model_id) for m in getattr(inputs, "model_inputs", None) or () if m.model_id}))
 
 
 def model_version_record(mv: Any) -> ModelVersion:
@@ -368,7 +406,18 @@ def model_version_record(mv: Any) -> ModelVersion:
         user=mv.user_id or None,
         aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
         tags=dict(mv.tags or {}),
+        model_id=getattr(mv, "model_id", None) or model_id_of_source(mv.source),
     )
+
+
+def model_id_of_source(source: str | None) -> str | None:
+    """`models:/<model id>` -> the model id. MLflow 3.17's SQL registry stores a version's logged
+    model only in its source URI (its REST answers carry no `model_id`); `models:/<name>/<version>`
+    and `models:/<name>@<alias>` name other registry versions, not a logged model."""
+    if not source or not source.startswith("models:/"):
+        return None
+    rest = source[len("models:/") :].strip("/")
+    return rest if rest and "/" not in rest and "@" not in rest else None
 
 
 def logged_model_record(m: Any) -> LoggedModel:
@@ -384,6 +433,18 @@ def logged_model_record(m: Any) -> LoggedModel:
         model_type=m.model_type or None,
         tags=dict(m.tags or {}),
         params=dict(m.params or {}),
+        metrics=tuple(
+            LoggedModelMetric(
+                key=str(metric.key),
+                value=metric_value(metric.value),
+                timestamp=int(metric.timestamp or 0),
+                step=int(metric.step or 0),
+                run_id=getattr(metric, "run_id", None) or None,
+                dataset_name=getattr(metric, "dataset_name", None) or None,
+                dataset_digest=getattr(metric, "dataset_digest", None) or None,
+            )
+            for metric in getattr(m, "metrics", None) or ()
+        ),
     )
 
 

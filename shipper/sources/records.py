@@ -41,6 +41,20 @@ class Run:
     # False when the client reported only each metric's latest value, not its time and step: then
     # nothing tells a new point from an old one, and every history is read on every pass.
     latest_exact: bool = True
+    # MLflow 3: the datasets the run logged as inputs, and the logged models it consumed.
+    dataset_inputs: tuple[DatasetInput, ...] = ()
+    model_inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A dataset a run logged as an input (`mlflow.log_input(dataset, context=...)`)."""
+
+    name: str
+    digest: str
+    source_type: str | None = None
+    context: str | None = None  # the `mlflow.data.context` tag: training, eval, ...
+    profile: str | None = None  # MLflow's JSON profile (row counts), when small
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,21 @@ class ModelVersion:
     user: str | None = None
     aliases: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    # MLflow 3: the logged model this version was registered from (`models:/<model id>`).
+    model_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedModelMetric:
+    """A metric point logged against a logged model, usually for an evaluation dataset."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
+    run_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,3 +102,5 @@ class LoggedModel:
     model_type: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    # Every metric point logged against it, as the server lists them (its whole history).
+    metrics: tuple[LoggedModelMetric, ...] = ()

@@ -32,7 +32,7 @@ from shipper.core.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import upsert_entities
 from shipper.sources.interface import HISTORY_PAGE, TrackingSource, select_experiments
-from shipper.sources.records import Experiment, MetricPoint, Run
+from shipper.sources.records import Experiment, LoggedModel, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
     ModelsCheckpoint,
@@ -44,11 +44,19 @@ from shipper.sync.state import (
 )
 from shipper.transforms.mlflow_docs import (
     ModelLink,
-    logged_model_write,
+    logged_model_id,
     metric_point_action,
     model_links,
-    model_version_write,
+    run_inputs,
     run_write,
+)
+from shipper.transforms.mlflow_eval import (
+    links_by_logged_model,
+    logged_metric_action,
+    logged_write,
+    model_inputs_by_run,
+    version_write,
+    with_model_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,8 @@ class PassSummary:
     points_written: int = 0
     models_written: int = 0
     models_deleted: int = 0
+    # MLflow 3: metric points read from logged models (with their evaluation dataset)
+    logged_model_points: int = 0
     history_reads: int = 0
     relinked_runs: int = 0
     writes: BulkResult = field(default_factory=BulkResult)
@@ -229,11 +239,16 @@ class SyncEngine:
         summary.experiments = len(selected)
         versions = self.source.model_versions()
         links = model_links(versions)
+        # Listed before the runs: the logged models a run logged metrics against are its model inputs.
+        logged = self.source.logged_models([e.id for e in selected])
+        consumed = model_inputs_by_run(logged)
         batch = _Batch(self)
         runs: dict[str, Run] = {}
         self._readers = ThreadPoolExecutor(READ_AHEAD, "shipper-read")
         try:
             for run in self.source.runs([e.id for e in selected], self.settings.mlflow_since):
+                if run.id in consumed:
+                    run = with_model_inputs(run, consumed[run.id])
                 runs[run.id] = run
                 self._sync_run(
                     run,
@@ -251,7 +266,9 @@ class SyncEngine:
             batch.flush()
             batch.wait()
             if not summary.stopped_early:
-                self._sync_models(versions, runs, all_experiments, [e.id for e in selected], full, stamp)
+                self._sync_models(
+                    versions, runs, all_experiments, [e.id for e in selected], full, stamp, logged
+                )
         finally:
             self._readers.shutdown(wait=True, cancel_futures=True)
             self._readers = None
@@ -281,6 +298,8 @@ class SyncEngine:
         marks = {key: (p.timestamp, p.step) for key, p in run.latest_metrics.items()}
         run_fp = fingerprint({"run": entity.doc, "latest": marks})
         link_fp = fingerprint(link.fields())
+        if run.dataset_inputs or run.model_inputs:  # what the run's points carry besides the link
+            link_fp = fingerprint({"link": link.fields(), "inputs": run_inputs(run, points=True)})
         if checkpoint is not None and checkpoint.fingerprint == run_fp and run.latest_exact:
             summary.runs_unchanged += 1
             return
@@ -376,8 +395,12 @@ class SyncEngine:
         experiment_ids: list[str],
         full: bool,
         stamp: int,
+        logged: list[LoggedModel] | None = None,
     ) -> None:
         shard = self.settings.shard_of()
+        if logged is None:
+            logged = self.source.logged_models(experiment_ids)
+        by_model = links_by_logged_model(versions)
         checkpoint = ModelsCheckpoint() if full else load_models_checkpoint(self.client, shard)
         selected = set(experiment_ids)
         # Logged models of experiments this pass does not look at stay as they were.
@@ -397,14 +420,32 @@ class SyncEngine:
         missing = {mv.run_id for mv in versions if mv.run_id and mv.run_id not in runs}
         if missing:
             runs = {**runs, **self.source.runs_by_id(sorted(missing), sorted(experiments))}
+        # Logged models that versions were registered from, outside the experiments listed here (a
+        # filtered or sharded poller): one search of the other experiments (pages of 100), not a
+        # request per version.
+        by_id = {lm.id: lm for lm in logged}
+        if any(mv.model_id and mv.model_id not in by_id for mv in versions):
+            others = sorted(set(experiments) - set(experiment_ids))
+            by_id |= {lm.id: lm for lm in self.source.logged_models(others)}
         for mv in versions:
             source_run = runs.get(mv.run_id) if mv.run_id else None
             experiment = experiments.get(source_run.experiment_id) if source_run else None
-            writes.append(model_version_write(mv, source_run, experiment, stamp))
-        for lm in self.source.logged_models(experiment_ids):
-            write = logged_model_write(lm, experiments.get(lm.experiment_id), stamp)
+            lm_of = by_id.get(mv.model_id) if mv.model_id else None
+            if experiment is None and lm_of is not None:
+                experiment = experiments.get(lm_of.experiment_id)
+            writes.append(version_write(mv, source_run, experiment, stamp, lm_of))
+        for lm in logged:
+            write = logged_write(lm, experiments.get(lm.experiment_id), stamp)
             scopes[write.id] = lm.experiment_id
             writes.append(write)
+        # Their metric points: those logged since the last pass (all of them for a model whose
+        # registered versions changed), as for run histories.
+        logged_state = {
+            model_id: mark
+            for model_id, mark in checkpoint.logged_metrics.items()
+            if logged_model_id(model_id) in current
+        }
+        points = self._logged_model_points(logged, experiments, runs, by_model, checkpoint, logged_state)
         for write in writes:
             doc_fp = fingerprint(write.doc)
             current[write.id] = doc_fp
@@ -416,8 +457,45 @@ class SyncEngine:
             for gone in sorted(set(checkpoint.documents) - set(current))
         ]
         self.summary.models_deleted = len(deletes)
-        if not changed and not deletes:
+        if not changed and not deletes and not points and logged_state == checkpoint.logged_metrics:
             return
+        self.summary.writes.add(self.writer.write(points))
         self.summary.writes.add(upsert_entities(self.client, self.writer, changed))
         self.summary.writes.add(self.writer.write(deletes))
-        self.writer.write([models_state_action(ModelsCheckpoint(current, scopes), shard)])
+        self.writer.write([models_state_action(ModelsCheckpoint(current, scopes, logged_state), shard)])
+
+    def _logged_model_points(
+        self,
+        logged: list[LoggedModel],
+        experiments: dict[str, Experiment],
+        runs: dict[str, Run],
+        by_model: dict[str, ModelLink],
+        checkpoint: ModelsCheckpoint,
+        state: dict[str, list[Any]],
+    ) -> list[dict[str, Any]]:
+        """Index actions for the logged models' metric points not yet shipped; `state` gets each
+        model's new mark. A model whose points are unchanged gives none: no read, no write."""
+        actions: list[dict[str, Any]] = []
+        for lm in logged:
+            if not lm.metrics:
+                state.pop(lm.id, None)
+                continue
+            link = by_model.get(lm.id, ModelLink())
+            experiment = experiments.get(lm.experiment_id)
+            names = {m.run_id: runs[m.run_id].name for m in lm.metrics if m.run_id and m.run_id in runs}
+            link_fp = fingerprint(
+                {"link": link.fields(), "runs": names, "experiment": experiment.name if experiment else None}
+            )
+            newest = max(lm.metrics, key=lambda m: (m.timestamp, m.step))
+            known = checkpoint.logged_metrics.get(lm.id)
+            chosen = list(lm.metrics)
+            if known is not None and known[3] == link_fp:
+                mark = (known[1], known[2])
+                fresh = [m for m in lm.metrics if (m.timestamp, m.step) > mark]
+                # Fewer or more than expected: points logged out of order; send them all again
+                # (the same ids make the repeats overwrites).
+                chosen = fresh if known[0] + len(fresh) == len(lm.metrics) else chosen
+            actions += [logged_metric_action(lm, m, experiment, names, link) for m in chosen]
+            state[lm.id] = [len(lm.metrics), newest.timestamp, newest.step, link_fp]
+        self.summary.logged_model_points = len(actions)
+        return actions

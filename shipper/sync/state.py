@@ -64,6 +64,10 @@ class ModelsCheckpoint:
     # _id -> experiment id, for logged models: they are listed per experiment, so a pass that
     # selects other experiments must not take them for deleted.
     experiments: dict[str, str] = field(default_factory=dict)
+    # logged model id -> [points shipped, newest point's timestamp, its step, fingerprint of what
+    # its points carry besides the metric (registry link, run names)]: MLflow 3 logged-model metrics
+    # are shipped incrementally, as run histories are.
+    logged_metrics: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def _now() -> str:

@@ -92,16 +92,39 @@ def model_links(versions: Iterable[ModelVersion]) -> dict[str, ModelLink]:
     for mv in versions:
         if mv.run_id:
             by_run.setdefault(mv.run_id, []).append(mv)
-    links = {}
-    for run_id, mvs in by_run.items():
-        mvs.sort(key=lambda m: (m.name, version_number(m.version) or 0, m.version))
-        links[run_id] = ModelLink(
-            names=tuple(dict.fromkeys(m.name for m in mvs)),
-            versions=tuple(m.version for m in mvs),
-            aliases=tuple(sorted({a for m in mvs for a in m.aliases})),
-            refs=tuple(f"{m.name}:{m.version}" for m in mvs),
-        )
-    return links
+    return {run_id: link_of(mvs) for run_id, mvs in by_run.items()}
+
+
+def link_of(mvs: list[ModelVersion]) -> ModelLink:
+    """The link to these registered versions, in name and numeric version order."""
+    mvs = sorted(mvs, key=lambda m: (m.name, version_number(m.version) or 0, m.version))
+    return ModelLink(
+        names=tuple(dict.fromkeys(m.name for m in mvs)),
+        versions=tuple(m.version for m in mvs),
+        aliases=tuple(sorted({a for m in mvs for a in m.aliases})),
+        refs=tuple(f"{m.name}:{m.version}" for m in mvs),
+    )
+
+
+def run_inputs(run: Run, points: bool = False) -> dict[str, Any]:
+    """`mlflow.inputs` (MLflow 3): the run's datasets (name, digest, source type, context, and on the
+    run document the profile) and the logged models it consumed. Empty when it has none."""
+    inputs: dict[str, Any] = {}
+    if run.dataset_inputs:
+        datasets = []
+        for d in run.dataset_inputs:
+            item: dict[str, Any] = {"name": d.name, "digest": d.digest}
+            if d.source_type:
+                item["source_type"] = d.source_type
+            if d.context:
+                item["context"] = d.context
+            if d.profile and not points:
+                item["profile"] = d.profile
+            datasets.append(item)
+        inputs["datasets"] = datasets
+    if run.model_inputs:
+        inputs["model_ids"] = list(run.model_inputs)
+    return inputs
 
 
 def metric_point_action(
@@ -124,6 +147,8 @@ def metric_point_action(
     ml = link.fields()
     if ml:
         source["ml"] = ml
+    if run.dataset_inputs or run.model_inputs:
+        source["mlflow"]["inputs"] = run_inputs(run, points=True)
     return {
         "_op_type": "index",
         "_index": metrics_index(point.timestamp),
@@ -172,6 +197,8 @@ def run_document(run: Run, experiment: Experiment, link: ModelLink) -> dict[str,
     }
     if nonfinite:
         mlflow["metrics_nonfinite"] = nonfinite
+    if run.dataset_inputs or run.model_inputs:
+        mlflow["inputs"] = run_inputs(run)
     doc: dict[str, Any] = {"@timestamp": iso(run.start_time), "mlflow": mlflow, "event": event}
     if run.user:
         doc["user"] = {"name": run.user}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from shipper.compare import comparison, query, render_text, version_key
+from shipper.compare import comparison, dataset_names, metric_keys, query, render_text, version_key
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "compare"
 
@@ -64,3 +64,22 @@ def test_query_excludes_logged_models_and_sorts_by_the_numeric_version() -> None
     assert body["query"]["bool"]["filter"] == [{"term": {"ml.model.name": "churn"}}]
     assert body["query"]["bool"]["must_not"] == [{"term": {"ml.model.kind": "logged"}}]
     assert list(body["sort"][0]) == ["ml.model.version_number"]
+
+
+def test_one_dataset_per_version_with_empty_values_where_a_version_was_not_evaluated() -> None:
+    table = comparison("churn", hits(), dataset="eval-a")
+    assert table == json.loads((GOLDEN / "expected-eval-a.json").read_text())
+    # the source run's metrics are there as before
+    assert table["versions"][1]["metrics"] == comparison("churn", hits())["versions"][1]["metrics"]
+
+
+def test_text_table_of_one_dataset() -> None:
+    table = comparison("churn", hits(), dataset="eval-a")
+    assert render_text(table, dataset="eval-a") + "\n" == (GOLDEN / "expected-eval-a.txt").read_text()
+
+
+def test_dataset_names_and_their_metric_keys() -> None:
+    table = comparison("churn", hits())
+    assert dataset_names(table) == ["eval-a", "eval-b"]
+    assert metric_keys(table, "eval-b") == ["accuracy", "grad_norm"]
+    assert dataset_names(comparison("churn", hits(), dataset="nowhere")) == []
