@@ -219,6 +219,120 @@ def export_import(venv: Path, st: c.Stack, gen: c.Generated) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def ab_pass(
+    es: Any, st: c.Stack, gen: c.Generated, src: Path, chain: dict[str, list[int]], extra: dict[str, str]
+) -> dict[str, Any]:
+    """One `shipper sync --full` of the experiment by the shipper package in `src`, into fresh
+    indices, with the CPU the MLflow server and Elasticsearch spent during the pass."""
+    import json
+
+    c.reset_indices(es)
+    env = c.shipper_env(st, gen.name, BENCH_CHAIN_PIDS=json.dumps(chain), **extra)
+    result = c.run_shipper(["sync", "--full", "--json"], env, poll_rss=0.2, src=src)
+    stored = c.count_metrics(es)
+    written = result.summary["points_written"] if result.summary else -1
+    if written != gen.points or stored != gen.points:
+        raise SystemExit(f"{src}: wrote {written} points, {stored} stored; expected {gen.points}")
+    rep = result.report or {}
+    per10k = 10_000 / gen.points
+    chain_cpu = dict(rep.get("chain_cpu_seconds") or {})
+    chain_cpu["shipper"] = rep["pass_cpu_seconds"]
+    return {
+        "rate": gen.points / rep["pass_wall_seconds"],
+        "pass_wall_seconds": rep["pass_wall_seconds"],
+        "core_s_per_10k": {k: v * per10k for k, v in chain_cpu.items()},
+        "chain_core_s_per_10k": sum(chain_cpu.values()) * per10k,
+        "process_cpu_seconds": result.cpu_seconds,
+        "peak_rss_mb": result.maxrss_mb,
+        "ru_maxrss_mb_inherited": result.ru_maxrss_mb,
+        "requests": rep.get("requests"),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def ab_main(args: Any, st: c.Stack, es: Any, gen: c.Generated, info: dict[str, Any]) -> None:
+    """--ab BASELINE: the baseline's shipper package against this one's, in pairs, the order
+    alternating (A B, B A, ...), against one MLflow server with --mlflow-workers workers."""
+    server = c.MlflowServer(args.state_dir, args.mlflow_workers) if args.mlflow_workers else None
+    if server is not None:
+        st = c.Stack(st.es_url, server.uri)
+    chain = {"mlflow": server.pids() if server else [], "elasticsearch": c.es_pids(args.state_dir / "")}
+    sources = {"A": Path(args.ab).resolve(), "B": c.SRC}
+    extra = {"SHIPPER_MLFLOW_READS_IN_FLIGHT": str(args.reads_in_flight)} if args.reads_in_flight else {}
+    pairs: list[dict[str, Any]] = []
+    try:
+        for n in range(args.repeat):
+            pair: dict[str, Any] = {}
+            for label in ("A", "B") if n % 2 == 0 else ("B", "A"):
+                c.say(f"pair {n + 1}/{args.repeat}: {label} ({sources[label]})")
+                pair[label] = ab_pass(es, st, gen, sources[label], chain, extra)
+                got = pair[label]
+                c.say(
+                    f"  {got['rate']:,.0f} points/s, chain {got['chain_core_s_per_10k']:.3f} core-s/10k "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in got["core_s_per_10k"].items())
+                    + f", peak {got['peak_rss_mb']:.0f} MB"
+                )
+            pair["rate_ratio"] = pair["B"]["rate"] / pair["A"]["rate"]
+            pair["chain_cpu_ratio"] = pair["B"]["chain_core_s_per_10k"] / pair["A"]["chain_core_s_per_10k"]
+            pairs.append(pair)
+    finally:
+        if server is not None:
+            server.stop()
+        c.reset_indices(es)
+
+    def med(get: Any) -> float:
+        return median([get(p) for p in pairs])
+
+    groups = ["mlflow", "elasticsearch", "shipper"]
+    rows = []
+    for label in ("A", "B"):
+        rows.append(
+            [
+                f"{label}: {sources[label]}",
+                med(lambda p, label=label: p[label]["rate"]),
+                *(med(lambda p, label=label, g=g: p[label]["core_s_per_10k"].get(g, 0.0)) for g in groups),
+                med(lambda p, label=label: p[label]["chain_core_s_per_10k"]),
+                med(lambda p, label=label: p[label]["peak_rss_mb"]),
+            ]
+        )
+    workers = f"{args.mlflow_workers}-worker" if args.mlflow_workers else "the stack's 1-worker"
+    print(f"\n{gen.points:,} points, {workers} MLflow server, {args.repeat} pairs, medians")
+    print(
+        c.table(
+            rows,
+            [
+                "shipper",
+                "points/s",
+                "MLflow c-s/10k",
+                "ES c-s/10k",
+                "shipper c-s/10k",
+                "chain c-s/10k",
+                "peak MB",
+            ],
+        )
+    )
+    print(
+        "\nB/A rate ratio per pair: "
+        + ", ".join(f"{p['rate_ratio']:.2f}" for p in pairs)
+        + f"; median {med(lambda p: p['rate_ratio']):.2f}. Chain CPU ratio B/A: median "
+        + f"{med(lambda p: p['chain_cpu_ratio']):.2f}"
+    )
+    c.save(
+        "backfill_ab",
+        {
+            "machine": info,
+            "points": gen.points,
+            "mlflow_workers": args.mlflow_workers or 1,
+            "runtime_python": c.RUNTIME_PYTHON,
+            "sources": {k: str(v) for k, v in sources.items()},
+            "pairs": pairs,
+            "median_rate_ratio": med(lambda p: p["rate_ratio"]),
+            "median_chain_cpu_ratio": med(lambda p: p["chain_cpu_ratio"]),
+        },
+        args,
+    )
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -295,6 +409,19 @@ def main() -> None:
     p.add_argument("--mei-venv", type=Path, default=Path("/tmp/mei"))
     p.add_argument("--install-mei", action="store_true", help="create --mei-venv with pip if it is missing")
     p.add_argument("--skip-mei", action="store_true")
+    p.add_argument(
+        "--ab",
+        metavar="DIR",
+        help="only the shipper: the shipper/ package in DIR (A, e.g. main exported with git archive) "
+        "against this one (B), --repeat pairs in alternating order; rates, whole-chain CPU, peak RSS",
+    )
+    p.add_argument(
+        "--mlflow-workers",
+        type=int,
+        default=0,
+        help="with --ab: read from a `mlflow server --workers N` on the stack's store (0: the stack's)",
+    )
+    p.add_argument("--reads-in-flight", type=int, default=0, help="SHIPPER_MLFLOW_READS_IN_FLIGHT for B")
     args = p.parse_args()
     if args.points:
         args.steps = max(1, args.points // (args.runs * args.keys))
@@ -306,6 +433,9 @@ def main() -> None:
     gen = c.ensure_experiment(st.mlflow_uri, shape.name("bench-backfill"), shape)
     c.setup(st)
     points = gen.points
+    if args.ab:
+        ab_main(args, st, es, gen, info)
+        return
 
     args.mei_status = None
     if args.skip_mei:
