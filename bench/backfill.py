@@ -333,6 +333,97 @@ def ab_main(args: Any, st: c.Stack, es: Any, gen: c.Generated, info: dict[str, A
     )
 
 
+def _proc_cpu(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def read_sweep(uri: str, pids: list[int], gen: c.Generated, bulk: bool, in_flight: int) -> dict[str, Any]:
+    """Every history of the experiment read through MlflowSource (no writes), `in_flight` requests
+    at a time: one get-history per (run, key), or get-history-bulk-interval per key for groups of
+    runs as the engine makes them; the MLflow server's CPU meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipper.sources.mlflow_tracking import MlflowSource
+
+    source = MlflowSource(uri)
+    runs = list(source.runs([gen.experiment_id]))
+    keys = sorted({k for r in runs for k in r.latest_metrics})
+    if bulk:
+        per = max(1, 25_000 // max(1, max(p.step + 1 for r in runs for p in r.latest_metrics.values())))
+        jobs = [(k, [r.id for r in runs[i : i + per]]) for k in keys for i in range(0, len(runs), per)]
+
+        def one(job: tuple[str, list[str]]) -> int:
+            return sum(len(page) for pages in source.metric_histories(*job).values() for page in pages)
+    else:
+        jobs = [(k, [r.id]) for r in runs for k in sorted(r.latest_metrics)]
+
+        def one(job: tuple[str, list[str]]) -> int:
+            return len(source.metric_history(job[1][0], job[0]))
+
+    cpu0, wall0 = _proc_cpu(pids), time.monotonic()
+    with ThreadPoolExecutor(in_flight) as pool:
+        points = sum(pool.map(one, jobs))
+    wall, cpu = time.monotonic() - wall0, _proc_cpu(pids) - cpu0
+    if points != gen.points:
+        raise SystemExit(f"read {points} points, expected {gen.points}")
+    return {
+        "bulk": bulk,
+        "in_flight": in_flight,
+        "rate": points / wall,
+        "mlflow_core_s_per_10k": cpu / points * 10_000,
+        "requests": dict(source.requests),
+    }
+
+
+def reads_main(args: Any, st: c.Stack, gen: c.Generated, info: dict[str, Any]) -> None:
+    """--reads: MLflow's read side alone, by endpoint, server workers and requests in flight."""
+    results = []
+    for workers in (1, 2):
+        server = c.MlflowServer(args.state_dir, workers)
+        try:
+            for trial in range(args.repeat):
+                for bulk in (False, True) if trial % 2 == 0 else (True, False):
+                    for in_flight in (1, 2, 4):
+                        got = read_sweep(server.uri, server.pids(), gen, bulk, in_flight)
+                        got["workers"] = workers
+                        results.append(got)
+                        what = "bulk" if bulk else "get-history"
+                        c.say(
+                            f"  {workers} worker(s), {what}, {in_flight} in flight: {got['rate']:,.0f} "
+                            f"points/s, MLflow {got['mlflow_core_s_per_10k']:.3f} core-s/10k"
+                        )
+        finally:
+            server.stop()
+    rows = []
+    for workers in (1, 2):
+        for bulk in (False, True):
+            for in_flight in (1, 2, 4):
+                same = [
+                    r
+                    for r in results
+                    if (r["workers"], r["bulk"], r["in_flight"]) == (workers, bulk, in_flight)
+                ]
+                what = "bulk-interval" if bulk else "get-history"
+                rows.append(
+                    [
+                        f"{workers} worker(s), {what}, {in_flight} in flight",
+                        median([r["rate"] for r in same]),
+                        median([r["mlflow_core_s_per_10k"] for r in same]),
+                    ]
+                )
+    print(f"\n{gen.points:,} points read, {args.repeat} trials, medians")
+    print(c.table(rows, ["read", "points/s", "MLflow core-s/10k"]))
+    c.save("mlflow_reads", {"machine": info, "points": gen.points, "results": results}, args)
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -422,6 +513,12 @@ def main() -> None:
         help="with --ab: read from a `mlflow server --workers N` on the stack's store (0: the stack's)",
     )
     p.add_argument("--reads-in-flight", type=int, default=0, help="SHIPPER_MLFLOW_READS_IN_FLIGHT for B")
+    p.add_argument(
+        "--reads",
+        action="store_true",
+        help="only MLflow's read side: get-history vs get-history-bulk-interval, 1 and 2 server workers, "
+        "1/2/4 requests in flight; points/s and the server's CPU",
+    )
     args = p.parse_args()
     if args.points:
         args.steps = max(1, args.points // (args.runs * args.keys))
@@ -435,6 +532,9 @@ def main() -> None:
     points = gen.points
     if args.ab:
         ab_main(args, st, es, gen, info)
+        return
+    if args.reads:
+        reads_main(args, st, gen, info)
         return
 
     args.mei_status = None

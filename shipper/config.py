@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     mlflow_reads_in_flight: int = Field(
         default=4,
         ge=1,
-        le=64,
+        le=16,  # the REST reader's connection pool
         description="Metric-history requests to the MLflow tracking server at a time. A server reads "
         "one request per worker at once: about twice its workers (`mlflow server --workers N`) keeps "
         "every worker busy; more only queues. See docs/benchmarks.md for the measured effect.",
