@@ -72,9 +72,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime-venv",
         type=Path,
-        default=DEFAULT_STATE / "runtime-venv",
         help="run the shipper with this venv's interpreter: what the Dockerfile installs (made if "
-        "missing; default <state-dir default>/runtime-venv)",
+        "missing; default <state-dir>/runtime-venv)",
     )
     p.add_argument(
         "--dev-install", action="store_true", help="run the shipper from this venv (full mlflow) instead"
@@ -248,7 +247,7 @@ def stack_down(state_dir: Path, only: str | None = None, purge: bool = False) ->
 
 def stack(args: argparse.Namespace) -> Stack:
     if not getattr(args, "dev_install", True):
-        use_runtime_install(args.runtime_venv)
+        use_runtime_install(args.runtime_venv or args.state_dir / "runtime-venv")
     if args.es_url and args.mlflow_uri:
         return Stack(args.es_url, args.mlflow_uri)
     only = "mlflow" if args.es_url else ("es" if args.mlflow_uri else None)
@@ -468,15 +467,11 @@ def use_runtime_install(venv: Path) -> str:
             ],
             check=True,
         )
-    has_full_mlflow = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.util as u, sys; sys.exit(u.find_spec('mlflow.server') is None)",
-        ],
-        check=False,
+    full = (  # exit 0 when the full `mlflow` distribution is there (mlflow-skinny has mlflow/ too)
+        "import importlib.metadata as m, sys\n"
+        "try:\n    m.version('mlflow')\nexcept m.PackageNotFoundError:\n    sys.exit(1)"
     )
-    if has_full_mlflow.returncode == 0:
+    if subprocess.run([str(python), "-c", full], check=False).returncode == 0:
         say(f"note: {venv} has the full mlflow package, not only mlflow-skinny")
     RUNTIME_PYTHON = str(python)
     return RUNTIME_PYTHON

@@ -303,10 +303,10 @@ def ab_main(args: Any, st: c.Stack, es: Any, gen: c.Generated, info: dict[str, A
             [
                 "shipper",
                 "points/s",
-                "MLflow c-s/10k",
-                "ES c-s/10k",
-                "shipper c-s/10k",
-                "chain c-s/10k",
+                "MLflow core-s/10k",
+                "ES core-s/10k",
+                "shipper core-s/10k",
+                "chain core-s/10k",
                 "peak MB",
             ],
         )
