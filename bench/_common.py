@@ -70,6 +70,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/<name>.json")
     p.add_argument(
+        "--runtime-venv",
+        type=Path,
+        help="run the shipper with this venv's interpreter: what the Dockerfile installs (made if "
+        "missing; default <state-dir>/runtime-venv)",
+    )
+    p.add_argument(
+        "--dev-install", action="store_true", help="run the shipper from this venv (full mlflow) instead"
+    )
+    p.add_argument(
         "--shipper-src",
         action=_UseSource,
         metavar="DIR",
@@ -237,6 +246,8 @@ def stack_down(state_dir: Path, only: str | None = None, purge: bool = False) ->
 
 
 def stack(args: argparse.Namespace) -> Stack:
+    if not getattr(args, "dev_install", True):
+        use_runtime_install(args.runtime_venv or args.state_dir / "runtime-venv")
     if args.es_url and args.mlflow_uri:
         return Stack(args.es_url, args.mlflow_uri)
     only = "mlflow" if args.es_url else ("es" if args.mlflow_uri else None)
@@ -429,6 +440,118 @@ def stored_ids(es: Any) -> tuple[set[tuple[str, str]], int]:
     return seen, scanned
 
 
+# -- the product's install, the whole chain --------------------------------------------------------
+
+RUNTIME_PYTHON: str | None = None  # set by use_runtime_install(): the interpreter of the runtime venv
+
+
+def use_runtime_install(venv: Path) -> str:
+    """Run the shipper from `venv`, an install of what the Dockerfile installs (the package with its
+    `azure` extra, pinned by constraints.txt: mlflow-skinny, not mlflow), made here if missing.
+    The benchmark itself keeps the development venv (it needs mlflow to generate data)."""
+    global RUNTIME_PYTHON
+    python = venv / "bin" / "python"
+    if not python.exists():
+        say(f"creating the runtime-only install in {venv} (as the Dockerfile: .[azure], constraints.txt)")
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-c",
+                str(REPO / "constraints.txt"),
+                f"{REPO}[azure]",
+            ],
+            check=True,
+        )
+    full = (  # exit 0 when the full `mlflow` distribution is there (mlflow-skinny has mlflow/ too)
+        "import importlib.metadata as m, sys\n"
+        "try:\n    m.version('mlflow')\nexcept m.PackageNotFoundError:\n    sys.exit(1)"
+    )
+    if subprocess.run([str(python), "-c", full], check=False).returncode == 0:
+        say(f"note: {venv} has the full mlflow package, not only mlflow-skinny")
+    RUNTIME_PYTHON = str(python)
+    return RUNTIME_PYTHON
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    """`mlflow server --workers N` on the private stack's sqlite store (the same experiments), for
+    as long as a benchmark needs it."""
+
+    def __init__(self, state_dir: Path, workers: int) -> None:
+        db = state_dir / "stack" / "mlflow" / "mlflow.db"
+        if not db.exists():
+            raise SystemExit(f"{db} does not exist: start the private stack first")
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        artifacts = state_dir / "stack" / "mlflow" / "artifacts"
+        cmd = [
+            PYTHON, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+            "--serve-artifacts", "--artifacts-destination", str(artifacts),
+        ]  # fmt: skip
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.log = open(state_dir / f"mlflow-{workers}w.log", "wb")  # noqa: SIM115 - closed in stop()
+        say(f"starting mlflow server --workers {workers} on port {self.port}")
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 180
+        import urllib.request
+
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"mlflow server did not start; see {self.log.name}")
+            time.sleep(1)
+        time.sleep(3)  # the workers start after the first answers
+        self.workers = workers
+
+    def pids(self) -> list[int]:
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        return [root.pid, *(p.pid for p in root.children(recursive=True))]
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def es_pids(state_dir: Path) -> list[int]:
+    """The private Elasticsearch: its launcher's pid file and every process below it."""
+    import psutil
+
+    pid_file = state_dir / "stack" / "es.pid"
+    if not pid_file.exists():
+        return []
+    root = psutil.Process(int(pid_file.read_text().strip()))
+    return [root.pid, *(p.pid for p in root.children(recursive=True))]
+
+
 # -- the shipper as a measured child process ------------------------------------------------------
 
 
@@ -438,24 +561,38 @@ class ChildResult:
     returncode: int
     wall_seconds: float
     cpu_seconds: float  # user + system of the shipper process alone (os.wait4)
-    maxrss_mb: float  # ru_maxrss of the shipper process
+    # Peak RSS of the shipper process: VmHWM of its own address space (read by the child at exit,
+    # else the last polled value). Not ru_maxrss: Linux carries the forking process's peak (this
+    # benchmark's) across exec into it; that figure is kept apart as ru_maxrss_mb.
+    maxrss_mb: float
     polled_peak_rss_mb: float
     summary: dict[str, Any] | None
     report: dict[str, Any] | None  # from _shipper_child.py: the pass's own wall and CPU, requests
     stderr_tail: str = ""
     killed: bool = False
     rss_samples: list[tuple[float, float]] = field(default_factory=list)
+    ru_maxrss_mb: float = 0.0  # os.wait4's figure, inherited across exec (see maxrss_mb)
 
 
 class Child:
     """`shipper <args>` (through _shipper_child.py, which adds a report) as a subprocess."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], poll_rss: float | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        poll_rss: float | None = None,
+        python: str | None = None,
+        src: Path | None = None,
+    ) -> None:
+        """`python`: the interpreter (default: RUNTIME_PYTHON, else this one); `src`: a directory
+        whose shipper/ package is measured instead of the installed one (put first on PYTHONPATH)."""
         import tempfile
 
         self.report_path = Path(tempfile.mkstemp(prefix="shipper-bench-", suffix=".json")[1])
         env = dict(env, BENCH_SHIPPER_REPORT=str(self.report_path))
-        self.argv = [PYTHON, str(CHILD), *args]
+        env["PYTHONPATH"] = str(src or SRC)  # the runtime venv's own copy may be older
+        self.argv = [python or RUNTIME_PYTHON or PYTHON, str(CHILD), *args]
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
         self.started = time.monotonic()
@@ -475,9 +612,9 @@ class Child:
                 for line in path.read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         mb = int(line.split()[1]) / 1024
-                        self.peak_rss = max(self.peak_rss, mb)
                         self.samples.append((round(time.monotonic() - self.started, 2), round(mb, 1)))
-                        break
+                    elif line.startswith("VmHWM:"):  # this address space's own peak, so far
+                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) / 1024)
             except (OSError, ValueError):
                 pass
             self._stop.wait(interval)
@@ -516,12 +653,14 @@ class Child:
         except (OSError, ValueError):
             pass
         self.report_path.unlink(missing_ok=True)
+        own_peak = float((report or {}).get("vmhwm_mb") or 0.0)
         return ChildResult(
             argv=self.argv,
             returncode=self.proc.returncode,
             wall_seconds=wall,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
-            maxrss_mb=usage.ru_maxrss / 1024,
+            maxrss_mb=max(own_peak, self.peak_rss),
+            ru_maxrss_mb=usage.ru_maxrss / 1024,
             polled_peak_rss_mb=self.peak_rss,
             summary=summary,
             report=report,
@@ -538,8 +677,14 @@ def _state(pid: int) -> str:
         return "X"
 
 
-def run_shipper(args: Sequence[str], env: dict[str, str], poll_rss: float | None = None) -> ChildResult:
-    result = Child(args, env, poll_rss).wait()
+def run_shipper(
+    args: Sequence[str],
+    env: dict[str, str],
+    poll_rss: float | None = None,
+    python: str | None = None,
+    src: Path | None = None,
+) -> ChildResult:
+    result = Child(args, env, poll_rss, python, src).wait()
     if result.returncode != 0:
         raise SystemExit(
             f"shipper {' '.join(args)} failed with exit {result.returncode}:\n{result.stderr_tail}"

@@ -219,6 +219,211 @@ def export_import(venv: Path, st: c.Stack, gen: c.Generated) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def ab_pass(
+    es: Any, st: c.Stack, gen: c.Generated, src: Path, chain: dict[str, list[int]], extra: dict[str, str]
+) -> dict[str, Any]:
+    """One `shipper sync --full` of the experiment by the shipper package in `src`, into fresh
+    indices, with the CPU the MLflow server and Elasticsearch spent during the pass."""
+    import json
+
+    c.reset_indices(es)
+    env = c.shipper_env(st, gen.name, BENCH_CHAIN_PIDS=json.dumps(chain), **extra)
+    result = c.run_shipper(["sync", "--full", "--json"], env, poll_rss=0.2, src=src)
+    stored = c.count_metrics(es)
+    written = result.summary["points_written"] if result.summary else -1
+    if written != gen.points or stored != gen.points:
+        raise SystemExit(f"{src}: wrote {written} points, {stored} stored; expected {gen.points}")
+    rep = result.report or {}
+    per10k = 10_000 / gen.points
+    chain_cpu = dict(rep.get("chain_cpu_seconds") or {})
+    chain_cpu["shipper"] = rep["pass_cpu_seconds"]
+    return {
+        "rate": gen.points / rep["pass_wall_seconds"],
+        "pass_wall_seconds": rep["pass_wall_seconds"],
+        "core_s_per_10k": {k: v * per10k for k, v in chain_cpu.items()},
+        "chain_core_s_per_10k": sum(chain_cpu.values()) * per10k,
+        "process_cpu_seconds": result.cpu_seconds,
+        "peak_rss_mb": result.maxrss_mb,
+        "ru_maxrss_mb_inherited": result.ru_maxrss_mb,
+        "requests": rep.get("requests"),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def ab_main(args: Any, st: c.Stack, es: Any, gen: c.Generated, info: dict[str, Any]) -> None:
+    """--ab BASELINE: the baseline's shipper package against this one's, in pairs, the order
+    alternating (A B, B A, ...), against one MLflow server with --mlflow-workers workers."""
+    server = c.MlflowServer(args.state_dir, args.mlflow_workers) if args.mlflow_workers else None
+    if server is not None:
+        st = c.Stack(st.es_url, server.uri)
+    chain = {"mlflow": server.pids() if server else [], "elasticsearch": c.es_pids(args.state_dir / "")}
+    sources = {"A": Path(args.ab).resolve(), "B": c.SRC}
+    extra = {"SHIPPER_MLFLOW_READS_IN_FLIGHT": str(args.reads_in_flight)} if args.reads_in_flight else {}
+    pairs: list[dict[str, Any]] = []
+    try:
+        for n in range(args.repeat):
+            pair: dict[str, Any] = {}
+            for label in ("A", "B") if n % 2 == 0 else ("B", "A"):
+                c.say(f"pair {n + 1}/{args.repeat}: {label} ({sources[label]})")
+                pair[label] = ab_pass(es, st, gen, sources[label], chain, extra)
+                got = pair[label]
+                c.say(
+                    f"  {got['rate']:,.0f} points/s, chain {got['chain_core_s_per_10k']:.3f} core-s/10k "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in got["core_s_per_10k"].items())
+                    + f", peak {got['peak_rss_mb']:.0f} MB"
+                )
+            pair["rate_ratio"] = pair["B"]["rate"] / pair["A"]["rate"]
+            pair["chain_cpu_ratio"] = pair["B"]["chain_core_s_per_10k"] / pair["A"]["chain_core_s_per_10k"]
+            pairs.append(pair)
+    finally:
+        if server is not None:
+            server.stop()
+        c.reset_indices(es)
+
+    def med(get: Any) -> float:
+        return median([get(p) for p in pairs])
+
+    groups = ["mlflow", "elasticsearch", "shipper"]
+    rows = []
+    for label in ("A", "B"):
+        rows.append(
+            [
+                f"{label}: {sources[label]}",
+                med(lambda p, label=label: p[label]["rate"]),
+                *(med(lambda p, label=label, g=g: p[label]["core_s_per_10k"].get(g, 0.0)) for g in groups),
+                med(lambda p, label=label: p[label]["chain_core_s_per_10k"]),
+                med(lambda p, label=label: p[label]["peak_rss_mb"]),
+            ]
+        )
+    workers = f"{args.mlflow_workers}-worker" if args.mlflow_workers else "the stack's 1-worker"
+    print(f"\n{gen.points:,} points, {workers} MLflow server, {args.repeat} pairs, medians")
+    print(
+        c.table(
+            rows,
+            [
+                "shipper",
+                "points/s",
+                "MLflow core-s/10k",
+                "ES core-s/10k",
+                "shipper core-s/10k",
+                "chain core-s/10k",
+                "peak MB",
+            ],
+        )
+    )
+    print(
+        "\nB/A rate ratio per pair: "
+        + ", ".join(f"{p['rate_ratio']:.2f}" for p in pairs)
+        + f"; median {med(lambda p: p['rate_ratio']):.2f}. Chain CPU ratio B/A: median "
+        + f"{med(lambda p: p['chain_cpu_ratio']):.2f}"
+    )
+    c.save(
+        "backfill_ab",
+        {
+            "machine": info,
+            "points": gen.points,
+            "mlflow_workers": args.mlflow_workers or 1,
+            "runtime_python": c.RUNTIME_PYTHON,
+            "sources": {k: str(v) for k, v in sources.items()},
+            "pairs": pairs,
+            "median_rate_ratio": med(lambda p: p["rate_ratio"]),
+            "median_chain_cpu_ratio": med(lambda p: p["chain_cpu_ratio"]),
+        },
+        args,
+    )
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def read_sweep(uri: str, pids: list[int], gen: c.Generated, bulk: bool, in_flight: int) -> dict[str, Any]:
+    """Every history of the experiment read through MlflowSource (no writes), `in_flight` requests
+    at a time: one get-history per (run, key), or get-history-bulk-interval per key for groups of
+    runs as the engine makes them; the MLflow server's CPU meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipper.sources.mlflow_tracking import MlflowSource
+
+    source = MlflowSource(uri)
+    runs = list(source.runs([gen.experiment_id]))
+    keys = sorted({k for r in runs for k in r.latest_metrics})
+    if bulk:
+        per = max(1, 25_000 // max(1, max(p.step + 1 for r in runs for p in r.latest_metrics.values())))
+        jobs = [(k, [r.id for r in runs[i : i + per]]) for k in keys for i in range(0, len(runs), per)]
+
+        def one(job: tuple[str, list[str]]) -> int:
+            return sum(len(page) for pages in source.metric_histories(*job).values() for page in pages)
+    else:
+        jobs = [(k, [r.id]) for r in runs for k in sorted(r.latest_metrics)]
+
+        def one(job: tuple[str, list[str]]) -> int:
+            return len(source.metric_history(job[1][0], job[0]))
+
+    cpu0, wall0 = _proc_cpu(pids), time.monotonic()
+    with ThreadPoolExecutor(in_flight) as pool:
+        points = sum(pool.map(one, jobs))
+    wall, cpu = time.monotonic() - wall0, _proc_cpu(pids) - cpu0
+    if points != gen.points:
+        raise SystemExit(f"read {points} points, expected {gen.points}")
+    return {
+        "bulk": bulk,
+        "in_flight": in_flight,
+        "rate": points / wall,
+        "mlflow_core_s_per_10k": cpu / points * 10_000,
+        "requests": dict(source.requests),
+    }
+
+
+def reads_main(args: Any, st: c.Stack, gen: c.Generated, info: dict[str, Any]) -> None:
+    """--reads: MLflow's read side alone, by endpoint, server workers and requests in flight."""
+    results = []
+    for workers in (1, 2):
+        server = c.MlflowServer(args.state_dir, workers)
+        try:
+            for trial in range(args.repeat):
+                for bulk in (False, True) if trial % 2 == 0 else (True, False):
+                    for in_flight in (1, 2, 4):
+                        got = read_sweep(server.uri, server.pids(), gen, bulk, in_flight)
+                        got["workers"] = workers
+                        results.append(got)
+                        what = "bulk" if bulk else "get-history"
+                        c.say(
+                            f"  {workers} worker(s), {what}, {in_flight} in flight: {got['rate']:,.0f} "
+                            f"points/s, MLflow {got['mlflow_core_s_per_10k']:.3f} core-s/10k"
+                        )
+        finally:
+            server.stop()
+    rows = []
+    for workers in (1, 2):
+        for bulk in (False, True):
+            for in_flight in (1, 2, 4):
+                same = [
+                    r
+                    for r in results
+                    if (r["workers"], r["bulk"], r["in_flight"]) == (workers, bulk, in_flight)
+                ]
+                what = "bulk-interval" if bulk else "get-history"
+                rows.append(
+                    [
+                        f"{workers} worker(s), {what}, {in_flight} in flight",
+                        median([r["rate"] for r in same]),
+                        median([r["mlflow_core_s_per_10k"] for r in same]),
+                    ]
+                )
+    print(f"\n{gen.points:,} points read, {args.repeat} trials, medians")
+    print(c.table(rows, ["read", "points/s", "MLflow core-s/10k"]))
+    c.save("mlflow_reads", {"machine": info, "points": gen.points, "results": results}, args)
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -295,6 +500,25 @@ def main() -> None:
     p.add_argument("--mei-venv", type=Path, default=Path("/tmp/mei"))
     p.add_argument("--install-mei", action="store_true", help="create --mei-venv with pip if it is missing")
     p.add_argument("--skip-mei", action="store_true")
+    p.add_argument(
+        "--ab",
+        metavar="DIR",
+        help="only the shipper: the shipper/ package in DIR (A, e.g. main exported with git archive) "
+        "against this one (B), --repeat pairs in alternating order; rates, whole-chain CPU, peak RSS",
+    )
+    p.add_argument(
+        "--mlflow-workers",
+        type=int,
+        default=0,
+        help="with --ab: read from a `mlflow server --workers N` on the stack's store (0: the stack's)",
+    )
+    p.add_argument("--reads-in-flight", type=int, default=0, help="SHIPPER_MLFLOW_READS_IN_FLIGHT for B")
+    p.add_argument(
+        "--reads",
+        action="store_true",
+        help="only MLflow's read side: get-history vs get-history-bulk-interval, 1 and 2 server workers, "
+        "1/2/4 requests in flight; points/s and the server's CPU",
+    )
     args = p.parse_args()
     if args.points:
         args.steps = max(1, args.points // (args.runs * args.keys))
@@ -306,6 +530,12 @@ def main() -> None:
     gen = c.ensure_experiment(st.mlflow_uri, shape.name("bench-backfill"), shape)
     c.setup(st)
     points = gen.points
+    if args.ab:
+        ab_main(args, st, es, gen, info)
+        return
+    if args.reads:
+        reads_main(args, st, gen, info)
+        return
 
     args.mei_status = None
     if args.skip_mei:

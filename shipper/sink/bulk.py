@@ -77,7 +77,8 @@ def _serialise(action: Mapping[str, Any]) -> bytes:
     """One bulk action (elasticsearch-py's dict form) as NDJSON lines."""
     op = action.get("_op_type", "index")
     meta = {"_index": action["_index"], "_id": action["_id"]}
-    meta.update((key, action[key]) for key in _META_KEYS if key in action)
+    if len(action) > 4:  # more than _op_type, _index, _id and a body: metadata to pass on
+        meta.update((key, action[key]) for key in _META_KEYS if key in action)
     header = orjson.dumps({op: meta})
     if op == "delete":
         return header + b"\n"

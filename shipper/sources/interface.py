@@ -8,7 +8,7 @@ an in-memory source whose runs and histories a test writes by hand (tests/suppor
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -38,6 +38,14 @@ class TrackingSource(Protocol):
 
     def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
         """A metric's full history, in pages of at most HISTORY_PAGE points."""
+        ...
+
+    # Whether metric_histories may be asked: None until the server was tried, False where it has
+    # no bulk history endpoint (the engine then reads every history with metric_history_pages).
+    bulk_histories: bool | None
+
+    def metric_histories(self, key: str, run_ids: Sequence[str]) -> dict[str, Iterable[list[MetricPoint]]]:
+        """The full history of `key` in each of these runs, by run id, exact (never a sample)."""
         ...
 
     def model_versions(self) -> list[ModelVersion]:

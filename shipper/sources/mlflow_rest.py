@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -34,6 +34,18 @@ CLIENT_ONLY_ENV = (
     "MLFLOW_TRACKING_CLIENT_CERT_KEY_PATH",
 )
 VIEW_ALL = 3  # mlflow.entities.ViewType.ALL
+
+# Metric histories of many runs in one request (MLflow's UI endpoint; MLflow >= 2.10). It answers at
+# most BULK_SAMPLE points per run: a run with more comes back as an evenly spaced sample of that
+# size, so an answer of that size is no proof of completeness (see MlflowSource.metric_histories).
+BULK_HISTORY_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+BULK_MAX_RUNS = 100
+BULK_SAMPLE = 2500
+# The whole step range (int64), so that no store's default range (0 to the largest step) leaves out
+# negative steps.
+_STEP_RANGE = (-(2**63), 2**63 - 1)
+# What a server without the endpoint answers (Flask's 404 page, an API gateway's 404/405/501).
+_MISSING_STATUS = frozenset({404, 405, 501})
 _LOGGED_MODEL_STATUS = {
     "LOGGED_MODEL_STATUS_UNSPECIFIED": "UNSPECIFIED",
     "LOGGED_MODEL_PENDING": "PENDING",
@@ -64,6 +76,9 @@ class RestError(ConnectivityError):
         message = parsed.get("message", "") if isinstance(parsed, dict) else ""
         said = f"{self.error_code} {message}".strip() or summarise_body(body)
         super().__init__(f"the MLflow tracking server answered {endpoint} with HTTP {status}: {said}")
+
+
+Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
 
 class Page(list[Any]):
@@ -127,7 +142,7 @@ class MlflowRest:
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: Params | None = None,
         body: Any = None,
         retries: urllib3.Retry | int | bool | None = None,
         timeout: float | None = None,
@@ -148,7 +163,7 @@ class MlflowRest:
         self,
         method: str,
         endpoint: str,
-        params: Mapping[str, Any] | None,
+        params: Params | None,
         body: Any,
         retries: urllib3.Retry | int | bool | None,
         timeout: float | None,
@@ -156,14 +171,15 @@ class MlflowRest:
         return self.pool.request(
             method,
             self.tracking_uri + endpoint,
-            fields=dict(params) if params else None,
+            # A sequence of pairs repeats a name (`run_ids=a&run_ids=b`), a mapping does not.
+            fields=(dict(params) if isinstance(params, Mapping) else list(params)) if params else None,
             body=orjson.dumps(body) if body is not None else None,
             headers=self.headers,
             retries=self.retries if retries is None else retries,
             timeout=self.timeout if timeout is None else timeout,
         )
 
-    def get_json(self, endpoint: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def get_json(self, endpoint: str, params: Params | None = None) -> dict[str, Any]:
         return self._answer(self.request("GET", endpoint, params=params), endpoint)
 
     def post_json(self, endpoint: str, body: Any) -> dict[str, Any]:
@@ -175,6 +191,27 @@ class MlflowRest:
             raise RestError(response.status, response.data, endpoint)
         found = orjson.loads(response.data or b"{}")
         return found if isinstance(found, dict) else {}
+
+    def history_bulk(self, key: str, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]] | None:
+        """The raw points of `key` of up to BULK_MAX_RUNS runs, by run id, in one request; None when
+        the server has no such endpoint. Runs with BULK_SAMPLE points or more may be sampled."""
+        params: list[tuple[str, Any]] = [("run_ids", run_id) for run_id in run_ids]
+        params += [
+            ("metric_key", key),
+            ("max_results", BULK_SAMPLE),
+            ("start_step", _STEP_RANGE[0]),
+            ("end_step", _STEP_RANGE[1]),
+        ]
+        response = self.request("GET", BULK_HISTORY_ENDPOINT, params=params)
+        if response.status in _MISSING_STATUS:
+            return None
+        found = self._answer(response, BULK_HISTORY_ENDPOINT)
+        by_run: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+        for metric in found.get("metrics", ()):
+            points = by_run.get(metric.get("run_id"))
+            if points is not None:
+                points.append(metric)
+        return by_run
 
     # -- the client calls MlflowSource makes ------------------------------------------------------
 

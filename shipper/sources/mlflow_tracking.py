@@ -13,7 +13,7 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,14 @@ from shipper import telemetry
 from shipper.errors import ConfigError, ConnectivityError
 from shipper.sources.interface import HISTORY_PAGE
 from shipper.sources.mlflow_errors import refused_message, unreachable_message
-from shipper.sources.mlflow_rest import VIEW_ALL, MlflowRest, usable_for
+from shipper.sources.mlflow_rest import (
+    BULK_MAX_RUNS,
+    BULK_SAMPLE,
+    VIEW_ALL,
+    MlflowRest,
+    RestError,
+    usable_for,
+)
 from shipper.sources.records import (
     DatasetInput,
     Experiment,
@@ -61,6 +68,8 @@ class MlflowSource:
         self.tracking_uri = redact_uri(str(self._client.tracking_uri))  # for messages: no password
         self.requests: dict[str, int] = {}
         self._lock = threading.Lock()
+        # Whether the server answers bulk history reads: None until the first one tells.
+        self.bulk_histories: bool | None = None if self._rest is not None else False
 
     def _count(self, kind: str) -> None:
         with self._lock:  # histories are read from several threads
@@ -198,14 +207,79 @@ class MlflowSource:
         else:
             yield [_metric(m) for m in self._client.get_metric_history(run_id, key)]
 
+    def metric_histories(self, key: str, run_ids: Sequence[str]) -> dict[str, Iterable[list[MetricPoint]]]:
+        """The full history of `key` in each of up to BULK_MAX_RUNS runs, by run id.
+
+        One `get-history-bulk-interval` request where the server has it, exact by construction.
+        That endpoint answers at most BULK_SAMPLE points per run, evenly sampled when a run has
+        more (MLflow's SQL stores); a store that samples by step instead (MLflow's generic one)
+        thins every run out once the runs together have more than BULK_SAMPLE distinct steps, and
+        then the answer holds at least BULK_SAMPLE distinct steps. So an answer is taken only when
+        it holds fewer than BULK_SAMPLE distinct steps, and then only its runs with fewer than
+        BULK_SAMPLE points (and at least one); when long runs spoil an answer, the others are asked
+        for again without them, once. Every run left over is read with `get-history` (paged, when
+        shipped). A server without the endpoint (older MLflow, Azure ML) is asked once, then only
+        `get-history` is used. Points keep the server's order within one (step, timestamp), which
+        is `get-history`'s: ascending value.
+        """
+        if len(run_ids) > BULK_MAX_RUNS:
+            raise ValueError(f"at most {BULK_MAX_RUNS} runs per bulk read, not {len(run_ids)}")
+        found: dict[str, Iterable[list[MetricPoint]]] = {}
+        todo, again = list(run_ids), []
+        tries = 2 if self._rest is not None else 0
+        while todo and tries and self.bulk_histories is not False:
+            tries -= 1
+            raw = self._bulk(key, todo)
+            if raw is None:
+                break
+            short = [run_id for run_id in todo if 0 < len(raw[run_id]) < BULK_SAMPLE]
+            if len({m.get("step", 0) for metrics in raw.values() for m in metrics}) < BULK_SAMPLE:
+                found.update((run_id, [_points(raw[run_id], key)]) for run_id in short)
+                again += [run_id for run_id in todo if run_id not in found]
+                todo = []
+            elif len(short) < len(todo):  # long runs crowd the answer: ask again without them
+                again += [run_id for run_id in todo if run_id not in set(short)]
+                todo = short
+            else:
+                break
+        for run_id in again + todo:  # read page by page when shipped, as any long history
+            found[run_id] = self.metric_history_pages(run_id, key)
+        return found
+
+    def _bulk(self, key: str, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]] | None:
+        assert self._rest is not None
+        self._count("get_metric_history_bulk")
+        try:
+            raw = self._rest.history_bulk(key, run_ids)
+        except RestError as exc:
+            if exc.status != 400:
+                raise
+            # e.g. a server that takes fewer runs per request: these are read one by one.
+            log.warning(
+                "the bulk history read of %d runs was refused (%s); reading them one by one",
+                len(run_ids),
+                exc,
+            )
+            return None
+        if raw is None:
+            if self.bulk_histories is None:
+                log.info(
+                    "%s has no bulk history endpoint; reading each metric history on its own",
+                    self.tracking_uri,
+                )
+            self.bulk_histories = False
+            return None
+        self.bulk_histories = True
+        return raw
+
     def _rest_history(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
         """The documented REST endpoint, read with orjson, in pages of HISTORY_PAGE points.
 
         Metric histories are most of a backfill's bytes. The client reads a whole history at once and
         turns it into protobuf messages and then entities (`json_format.ParseDict`): profiled at
         3.8 s of CPU per 100,000 points, twice the shipper's whole budget. This reads the same JSON
-        directly, still through MLflow's own `http_request` with the store's credentials, TLS
-        settings and retries. Servers that predate paging answer with everything in one page.
+        directly, with the store's credentials, TLS settings and retries (MLflow's own `http_request`
+        when the client is used). Servers that predate paging answer with everything in one page.
         """
         token: str | None = None
         while True:
@@ -213,16 +287,7 @@ class MlflowSource:
             if token:
                 params["page_token"] = token
             body = self._get_json(HISTORY_ENDPOINT, params)
-            # Proto3 JSON leaves out zero values, hence the defaults.
-            yield [
-                MetricPoint(
-                    key=m.get("key", key),
-                    value=metric_value(m.get("value", 0.0)),
-                    timestamp=int(m.get("timestamp", 0)),
-                    step=int(m.get("step", 0)),
-                )
-                for m in body.get("metrics", ())
-            ]
+            yield _points(body.get("metrics", ()), key)
             token = body.get("next_page_token")
             if not token:
                 return
@@ -235,7 +300,14 @@ class MlflowSource:
         response = http_request(  # type: ignore[no-untyped-call]
             host_creds=self._rest_store.get_host_creds(), endpoint=endpoint, method="GET", params=params
         )
-        found = orjson.loads(verify_rest_response(response, endpoint).content or b"{}")
+        if response.status_code != 200:
+            verify_rest_response(response, endpoint)  # raises MLflow's own error for the answer
+        # Parsed once: MLflow's response check parses every 200 body as JSON just to look at it.
+        try:
+            found = orjson.loads(response.content or b"{}")
+        except orjson.JSONDecodeError:
+            verify_rest_response(response, endpoint)  # MLflow's error, or its "200 OK" case: empty
+            return {}
         return found if isinstance(found, dict) else {}
 
     def model_versions(self) -> list[ModelVersion]:
@@ -284,6 +356,19 @@ class MlflowSource:
             log.info("this tracking server has no logged models API (%s); skipping them", str(exc)[:120])
             return []
         return found
+
+
+def _points(metrics: Iterable[dict[str, Any]], key: str) -> list[MetricPoint]:
+    """REST metrics (proto JSON, which leaves out zero values, hence the defaults) as points."""
+    inf, maximum = math.inf, sys.float_info.max
+    points: list[MetricPoint] = []
+    append = points.append
+    for m in metrics:
+        value = float(m.get("value", 0.0))
+        if value == maximum or value == -maximum:  # metric_value, inlined
+            value = math.copysign(inf, value)
+        append(MetricPoint(m.get("key", key), value, int(m.get("timestamp", 0)), int(m.get("step", 0))))
+    return points
 
 
 def metric_value(raw: Any) -> float:

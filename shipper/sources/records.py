@@ -7,10 +7,13 @@ Times are epoch milliseconds, as MLflow keeps them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)  # millions of them during a backfill
-class MetricPoint:
+class MetricPoint(NamedTuple):
+    """One logged value. A named tuple: millions are made during a backfill, and a tuple is made
+    in half the time of a frozen dataclass."""
+
     key: str
     value: float
     timestamp: int

@@ -10,6 +10,8 @@ read in full, and only points newer than the checkpoint are written; a run whose
 from __future__ import annotations
 
 import base64
+import functools
+import gc
 import hashlib
 import itertools
 import logging
@@ -17,8 +19,9 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -32,6 +35,7 @@ from shipper.core.names import MODELS_INDEX
 from shipper.sink.bulk import BulkResult, BulkWriter
 from shipper.sink.entities import upsert_entities
 from shipper.sources.interface import HISTORY_PAGE, TrackingSource, select_experiments
+from shipper.sources.mlflow_rest import BULK_MAX_RUNS, BULK_SAMPLE
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
@@ -45,7 +49,7 @@ from shipper.sync.state import (
 from shipper.transforms.mlflow_docs import (
     ModelLink,
     logged_model_id,
-    metric_point_action,
+    metric_point_actions,
     model_links,
     run_inputs,
     run_write,
@@ -62,9 +66,34 @@ from shipper.transforms.mlflow_eval import (
 log = logging.getLogger(__name__)
 
 
-# Metric histories requested ahead of the one being processed, and their size bound in points.
-READ_AHEAD = 4
-READ_AHEAD_POINTS = 50_000
+# Runs whose histories are read together (a window), bounded by their points (each key's latest
+# step + 1, at most one page), so that memory stays bounded however long the histories are. One
+# window is read while the one before it is shipped.
+WINDOW_RUNS = BULK_MAX_RUNS
+WINDOW_POINTS = 50_000
+# Points of one bulk history request (judged the same way).
+BULK_POINTS = 25_000
+
+
+# Allocations between two young-generation collections during a pass (Python's default: 700). A
+# backfill allocates a few dicts per point, most of them alive until their bulk request is
+# written, so with the default the collector walks the same young objects again and again.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextmanager
+def collector_for_passes() -> Iterator[None]:
+    """Python's garbage collector set for a pass: what exists before it (imports, clients,
+    settings) is frozen out of collections, and young collections are rarer (see
+    GC_YOUNG_THRESHOLD; measured in docs/benchmarks.md). Put back as it was afterwards."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def fingerprint(value: Any) -> str:
@@ -194,6 +223,100 @@ class _Batch:
             engine.writer.write(checkpoints)
 
 
+@dataclass
+class _Plan:
+    """A changed run: its document and checkpoint so far, and the metric keys to read."""
+
+    run: Run
+    experiment: Experiment
+    link: ModelLink
+    entity: EntityWrite
+    run_fp: str
+    link_fp: str
+    keys: dict[str, KeyCheckpoint]
+    relink: bool
+    wanted: list[str]
+
+    def size(self, key: str) -> int:
+        """The points expected in the first read of `key` (steps from 0 to its latest step)."""
+        return min(HISTORY_PAGE, max(1, self.run.latest_metrics[key].step + 1))
+
+    @property
+    def points(self) -> int:
+        return sum(self.size(key) for key in self.wanted)
+
+
+_Pages = Iterable[list[MetricPoint]]
+
+
+@dataclass
+class _Window:
+    """The reads of a window's histories, requested at once, answered in any order."""
+
+    plans: list[_Plan]
+    reads: dict[tuple[str, str], Future[_Pages]]
+
+    def histories(self, plan: _Plan) -> Iterator[tuple[str, _Pages]]:
+        for key in plan.wanted:
+            yield key, self.reads.pop((plan.run.id, key)).result()
+
+
+class _HistoryReads:
+    """Reads metric histories with up to `in_flight` requests at a time (SHIPPER_MLFLOW_READS_IN_FLIGHT).
+
+    Short histories (judged by the latest step) of one key in several runs are read in one bulk
+    request where the tracking server offers it (`MlflowSource.metric_histories`, exact); longer
+    ones on their own, the first page ahead and the rest while they are shipped.
+    """
+
+    def __init__(self, source: TrackingSource, in_flight: int) -> None:
+        self.source = source
+        self.pool = ThreadPoolExecutor(in_flight, "shipper-read")
+
+    def submit(self, plans: list[_Plan]) -> _Window:
+        reads: dict[tuple[str, str], Future[_Pages]] = {}
+        groups: dict[str, list[_Plan]] = {}
+        bulk = self.source.bulk_histories is not False
+        for plan in plans:
+            for key in plan.wanted:
+                if bulk and plan.size(key) < BULK_SAMPLE:
+                    group = groups.setdefault(key, [])
+                    if len(group) >= BULK_MAX_RUNS or sum(p.size(key) for p in group) >= BULK_POINTS:
+                        self._bulk(key, group, reads)
+                        group = groups[key] = []
+                    group.append(plan)
+                else:
+                    reads[(plan.run.id, key)] = self.pool.submit(self._first_page, plan.run.id, key)
+        for key, group in groups.items():
+            if group:
+                self._bulk(key, group, reads)
+        return _Window(plans, reads)
+
+    def _bulk(self, key: str, group: list[_Plan], reads: dict[tuple[str, str], Future[_Pages]]) -> None:
+        run_ids = [plan.run.id for plan in group]
+        answer = self.pool.submit(self.source.metric_histories, key, run_ids)
+        for run_id in run_ids:
+            one: Future[_Pages] = Future()
+            reads[(run_id, key)] = one
+            answer.add_done_callback(functools.partial(_settle, one, run_id))
+
+    def _first_page(self, run_id: str, key: str) -> _Pages:
+        pages = self.source.metric_history_pages(run_id, key)
+        return itertools.chain([next(pages, [])], pages)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _settle(one: Future[_Pages], run_id: str, done: Future[dict[str, _Pages]]) -> None:
+    if done.cancelled():
+        one.cancel()
+    elif done.exception() is not None:
+        one.set_exception(done.exception())
+    else:
+        one.set_result(done.result()[run_id])
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -211,12 +334,13 @@ class SyncEngine:
         self.progress = progress
         self.clock = clock
         self.summary = PassSummary()
-        self._readers: ThreadPoolExecutor | None = None
+        self._stamp = 0
 
     def run_pass(self, full: bool = False, stop: threading.Event | None = None) -> PassSummary:
         """One pass; `shipper_sync_passes_total{outcome="ok"|"failed"}` counts it either way."""
         try:
-            summary = self._run_pass(full, stop)
+            with collector_for_passes():
+                summary = self._run_pass(full, stop)
         except Exception:
             telemetry.SYNC_PASSES.labels(outcome="failed").inc()
             raise
@@ -226,7 +350,7 @@ class SyncEngine:
     def _run_pass(self, full: bool, stop: threading.Event | None) -> PassSummary:
         started = time.monotonic()
         self.summary = summary = PassSummary()
-        stamp = int(self.clock() * 1000)
+        self._stamp = stamp = int(self.clock() * 1000)
         checkpoints = {} if full else load_run_checkpoints(self.client)
         listed = self.source.experiments()
         all_experiments = {e.id: e for e in listed}
@@ -244,25 +368,40 @@ class SyncEngine:
         consumed = model_inputs_by_run(logged)
         batch = _Batch(self)
         runs: dict[str, Run] = {}
-        self._readers = ThreadPoolExecutor(READ_AHEAD, "shipper-read")
+        reads = _HistoryReads(self.source, self.settings.mlflow_reads_in_flight)
+        window: list[_Plan] = []
+        read_ahead: deque[_Window] = deque()
         try:
             for run in self.source.runs([e.id for e in selected], self.settings.mlflow_since):
                 if run.id in consumed:
                     run = with_model_inputs(run, consumed[run.id])
                 runs[run.id] = run
-                self._sync_run(
+                plan = self._plan_run(
                     run,
                     all_experiments[run.experiment_id],
                     links.get(run.id, ModelLink()),
                     checkpoints.get(run.id),
-                    batch,
-                    stamp,
                 )
+                if plan is not None:
+                    window.append(plan)
+                    if len(window) >= WINDOW_RUNS or sum(p.points for p in window) >= WINDOW_POINTS:
+                        # The histories of the next window are read while this one is shipped.
+                        read_ahead.append(reads.submit(window))
+                        window = []
+                        while len(read_ahead) > 1:
+                            self._ship(read_ahead.popleft(), batch)
                 if self.progress is not None:
                     self.progress.update(summary)
                 if stop is not None and stop.is_set():
+                    # Runs planned but not shipped keep their checkpoints: the next pass does them.
                     summary.stopped_early = True
+                    read_ahead.clear()
+                    window = []
                     break
+            if window:
+                read_ahead.append(reads.submit(window))
+            while read_ahead:
+                self._ship(read_ahead.popleft(), batch)
             batch.flush()
             batch.wait()
             if not summary.stopped_early:
@@ -270,8 +409,7 @@ class SyncEngine:
                     versions, runs, all_experiments, [e.id for e in selected], full, stamp, logged
                 )
         finally:
-            self._readers.shutdown(wait=True, cancel_futures=True)
-            self._readers = None
+            reads.close()
             batch.close()
             if self.progress is not None:
                 self.progress.done()
@@ -281,18 +419,13 @@ class SyncEngine:
         telemetry.DOCUMENTS.labels(family="mlflow", outcome="dead_lettered").inc(summary.writes.dead_lettered)
         return summary
 
-    def _sync_run(
-        self,
-        run: Run,
-        experiment: Experiment,
-        link: ModelLink,
-        checkpoint: RunCheckpoint | None,
-        batch: _Batch,
-        stamp: int,
-    ) -> None:
+    def _plan_run(
+        self, run: Run, experiment: Experiment, link: ModelLink, checkpoint: RunCheckpoint | None
+    ) -> _Plan | None:
+        """What a run needs (its document, the metric keys to read), or None when unchanged."""
         summary = self.summary
         summary.runs_seen += 1
-        entity = run_write(run, experiment, link, stamp)
+        entity = run_write(run, experiment, link, self._stamp)
         # The latest points' times and steps are part of it: a new point whose value equals the
         # last one changes nothing else in the run document.
         marks = {key: (p.timestamp, p.step) for key, p in run.latest_metrics.items()}
@@ -302,7 +435,7 @@ class SyncEngine:
             link_fp = fingerprint({"link": link.fields(), "inputs": run_inputs(run, points=True)})
         if checkpoint is not None and checkpoint.fingerprint == run_fp and run.latest_exact:
             summary.runs_unchanged += 1
-            return
+            return None
         keys = dict(checkpoint.keys) if checkpoint is not None else {}
         # A run whose registered versions (or their aliases) changed is re-sent whole, so that its
         # earlier points carry the new `ml.model.*` too; the same ids make that an overwrite.
@@ -313,21 +446,34 @@ class SyncEngine:
             for key, latest in sorted(run.latest_metrics.items())
             if reread_all or not run.latest_exact or key not in keys or keys[key].latest != _latest_fp(latest)
         ]
-        for key, pages in self._histories(run, wanted):
+        return _Plan(run, experiment, link, entity, run_fp, link_fp, keys, relink, wanted)
+
+    def _ship(self, window: _Window, batch: _Batch) -> None:
+        """The window's runs in order: their points as they are read, then each run's document
+        and checkpoint."""
+        for plan in window.plans:
+            self._ship_run(plan, window.histories(plan), batch)
+
+    def _ship_run(
+        self, plan: _Plan, histories: Iterator[tuple[str, Iterable[list[MetricPoint]]]], batch: _Batch
+    ) -> None:
+        summary, run, experiment, link, keys = self.summary, plan.run, plan.experiment, plan.link, plan.keys
+        for key, pages in histories:
             latest = run.latest_metrics[key]
             known = keys.get(key)
             summary.history_reads += 1
-            mark = (known.last_timestamp, known.last_step) if known is not None and not relink else None
+            mark = (known.last_timestamp, known.last_step) if known is not None and not plan.relink else None
             total = sent = 0
-            newest: MetricPoint | None = None
+            newest: tuple[int, int] | None = None
             for page in pages:
                 total += len(page)
                 chosen = page if mark is None else [p for p in page if (p.timestamp, p.step) > mark]
                 self._queue_points(run, experiment, link, chosen, batch)
                 sent += len(chosen)
-                for point in page:
-                    if newest is None or (point.timestamp, point.step) > (newest.timestamp, newest.step):
-                        newest = point
+                if page:
+                    last_ts = max(p.timestamp for p in page)
+                    last = (last_ts, max(p.step for p in page if p.timestamp == last_ts))
+                    newest = last if newest is None or last > newest else newest
             if known is not None and mark is not None and known.count + sent != total:
                 # Points were inserted before the mark (logged out of order): send the whole
                 # history again; the deterministic ids make the repeats overwrites.
@@ -337,13 +483,15 @@ class SyncEngine:
                     sent += len(page)
             summary.points_written += sent
             if newest is not None:
-                keys[key] = KeyCheckpoint(total, newest.timestamp, newest.step, _latest_fp(latest))
+                keys[key] = KeyCheckpoint(total, newest[0], newest[1], _latest_fp(latest))
         summary.runs_written += 1
-        if relink:
+        if plan.relink:
             summary.relinked_runs += 1
         batch.complete(
-            entity,
-            run_state_action(RunCheckpoint(run.id, run.experiment_id, run_fp, run.status, link_fp, keys)),
+            plan.entity,
+            run_state_action(
+                RunCheckpoint(run.id, run.experiment_id, plan.run_fp, run.status, plan.link_fp, keys)
+            ),
         )
 
     @staticmethod
@@ -351,41 +499,7 @@ class SyncEngine:
         run: Run, experiment: Experiment, link: ModelLink, points: list[MetricPoint], batch: _Batch
     ) -> None:
         for start in range(0, len(points), 10_000):
-            chunk = points[start : start + 10_000]
-            batch.add([metric_point_action(run, experiment, p, link) for p in chunk])
-
-    def _histories(self, run: Run, keys: list[str]) -> Iterator[tuple[str, Iterator[list[MetricPoint]]]]:
-        """Each key's history pages, in key order, read ahead: the tracking server answers the
-        next keys' first pages while this thread turns the last one into documents. At most
-        READ_AHEAD requests are in flight, and (judged by each key's latest step) at most
-        READ_AHEAD_POINTS points, so memory stays bounded however long the histories are."""
-
-        def size(key: str) -> int:
-            return min(HISTORY_PAGE, max(1, run.latest_metrics[key].step + 1))
-
-        def first_page(key: str) -> tuple[list[MetricPoint], Iterator[list[MetricPoint]]]:
-            pages = self.source.metric_history_pages(run.id, key)
-            return next(pages, []), pages
-
-        readers = self._readers
-        if readers is None:
-            yield from ((key, self.source.metric_history_pages(run.id, key)) for key in keys)
-            return
-        queue = deque(keys)
-        pending: deque[tuple[str, Future[tuple[list[MetricPoint], Iterator[list[MetricPoint]]]]]] = deque()
-        in_flight = 0
-        while queue or pending:
-            while queue and (
-                not pending or (len(pending) < READ_AHEAD and in_flight + size(queue[0]) <= READ_AHEAD_POINTS)
-            ):
-                key = queue.popleft()
-                in_flight += size(key)
-                pending.append((key, readers.submit(first_page, key)))
-            key, future = pending.popleft()
-            in_flight -= size(key)
-            first, rest = future.result()
-            # Later pages of this key are read here, one at a time.
-            yield key, itertools.chain([first], rest)
+            batch.add(metric_point_actions(run, experiment, link, points[start : start + 10_000]))
 
     def _sync_models(
         self,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from shipper.core.entities import EntityWrite
@@ -22,9 +23,25 @@ MAX_ID_BYTES = 512
 
 
 def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as `2024-05-01T12:34:56.789Z` (UTC, millisecond precision)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    day, in_day = divmod(ms, 86_400_000)
+    seconds, millis = divmod(in_day, 1000)
+    clock = f"{_TWO[seconds // 3600]}:{_TWO[seconds // 60 % 60]}:{_TWO[seconds % 60]}.{_THREE[millis]}"
+    return f"{_day_prefix(day)}{clock}Z"
+
+
+# Zero-padded numbers, looked up instead of formatted (a third of the time).
+_TWO = tuple(f"{n:02d}" for n in range(60))
+_THREE = tuple(f"{n:03d}" for n in range(1000))
+
+
+@lru_cache(maxsize=4096)
+def _day_prefix(day: int) -> str:
+    # Integer arithmetic for the time of day, one datetime per day: formatting a datetime per
+    # point was 17% of a backfill's CPU. (The same text as datetime's isoformat, exactly.)
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%dT")
 
 
 def nonfinite_label(value: float) -> str | None:
@@ -130,31 +147,57 @@ def run_inputs(run: Run, points: bool = False) -> dict[str, Any]:
 def metric_point_action(
     run: Run, experiment: Experiment, point: MetricPoint, link: ModelLink
 ) -> dict[str, Any]:
-    metric: dict[str, Any] = {"key": point.key, "step": point.step}
-    label = nonfinite_label(point.value)
-    if label is None:
-        metric["value"] = point.value
-    else:
-        metric["value_nonfinite"] = label
-    source: dict[str, Any] = {
-        "@timestamp": iso(point.timestamp),
-        "mlflow": {
-            "experiment": {"id": experiment.id, "name": experiment.name},
-            "run": {"id": run.id, "name": run.name},
-            "metric": metric,
-        },
-    }
+    return metric_point_actions(run, experiment, link, (point,))[0]
+
+
+def metric_point_actions(
+    run: Run, experiment: Experiment, link: ModelLink, points: Sequence[MetricPoint]
+) -> list[dict[str, Any]]:
+    """The bulk actions of several points of one run: the same documents as `metric_point_action`
+    makes one at a time, built with what the points share (experiment, run, model link, id
+    prefix) made once. The shared parts are the same objects in every action: read-only."""
+    experiment_part = {"id": experiment.id, "name": experiment.name}
+    run_part = {"id": run.id, "name": run.name}
     ml = link.fields()
-    if ml:
-        source["ml"] = ml
-    if run.dataset_inputs or run.model_inputs:
-        source["mlflow"]["inputs"] = run_inputs(run, points=True)
-    return {
-        "_op_type": "index",
-        "_index": metrics_index(point.timestamp),
-        "_id": metric_point_id(run.id, point),
-        "_source": source,
-    }
+    # Computed once: every point of the run carries the same inputs.
+    inputs = run_inputs(run, points=True) if (run.dataset_inputs or run.model_inputs) else None
+    id_prefix: dict[str, bytes] = {}
+    days: dict[int, tuple[str, str]] = {}
+    blake2b, two, three = hashlib.blake2b, _TWO, _THREE
+    actions = []
+    for point in points:
+        key, value, timestamp, step = point.key, point.value, point.timestamp, point.step
+        if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+            metric: dict[str, Any] = {"key": key, "step": step, "value": value}
+        else:
+            metric = {"key": key, "step": step, "value_nonfinite": nonfinite_label(value)}
+        day, in_day = divmod(timestamp, 86_400_000)
+        known = days.get(day)
+        if known is None:
+            known = days[day] = (_day_prefix(day), metrics_index(timestamp))
+        seconds, millis = divmod(in_day, 1000)
+        source: dict[str, Any] = {
+            "@timestamp": f"{known[0]}{two[seconds // 3600]}:{two[seconds // 60 % 60]}:{two[seconds % 60]}"
+            f".{three[millis]}Z",
+            "mlflow": {"experiment": experiment_part, "run": run_part, "metric": metric},
+        }
+        if ml:
+            source["ml"] = ml
+        if inputs:
+            source["mlflow"]["inputs"] = inputs
+        prefix = id_prefix.get(key)
+        if prefix is None:
+            prefix = id_prefix[key] = f"{run.id}\x1f{key}\x1f".encode()
+        actions.append(
+            {
+                "_op_type": "index",
+                "_index": known[1],
+                # metric_point_id, inlined
+                "_id": blake2b(prefix + b"%d\x1f%d" % (step, timestamp), digest_size=16).hexdigest(),
+                "_source": source,
+            }
+        )
+    return actions
 
 
 def _metric_maps(points: Iterable[MetricPoint]) -> tuple[dict[str, float], dict[str, str]]:

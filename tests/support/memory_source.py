@@ -6,7 +6,7 @@ tests/integration/test_mlflow_sync.py."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 from shipper.sources.interface import HISTORY_PAGE
@@ -20,7 +20,8 @@ class MemorySource:
         self._histories: dict[tuple[str, str], list[MetricPoint]] = {}
         self.versions: list[ModelVersion] = []
         self.logged: list[LoggedModel] = []
-        self.history_reads: list[tuple[str, str]] = []  # (run id, key) per metric_history_pages call
+        self.history_reads: list[tuple[str, str]] = []  # (run id, key) per history read
+        self.bulk_histories: bool | None = None  # a test sets False to read one history at a time
 
     # -- what a test writes ------------------------------------------------------------------------
 
@@ -63,6 +64,9 @@ class MemorySource:
         points = list(self._histories.get((run_id, key), []))
         for start in range(0, max(len(points), 1), HISTORY_PAGE):
             yield points[start : start + HISTORY_PAGE]
+
+    def metric_histories(self, key: str, run_ids: Sequence[str]) -> dict[str, Iterable[list[MetricPoint]]]:
+        return {run_id: list(self.metric_history_pages(run_id, key)) for run_id in run_ids}
 
     def model_versions(self) -> list[ModelVersion]:
         return list(self.versions)
