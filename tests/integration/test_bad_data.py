@@ -92,7 +92,7 @@ def log_points(client: Any, experiment_id: str, keys: int, steps: int, start_ms:
     for i in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[i : i + 1000])
     client.set_terminated(run_id, "FINISHED", end_time=start + steps * 1000)
-    return run_id
+    return str(run_id)
 
 
 # -- a proxy in front of the real Elasticsearch ---------------------------------------------------
