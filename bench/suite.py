@@ -86,7 +86,7 @@ class Suite:
         self, name: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 1800
     ) -> bool:
         """Run a bench script; its stdout and stderr go to ours. False (and a note) if it failed."""
-        env = dict(env or os.environ, SHIPPER_BENCH_RESULTS=str(self.results_dir))
+        env = dict(env or os.environ, BENCH_RESULTS_DIR=str(self.results_dir))
         if self.args.shipper_src:
             argv = [*argv, "--shipper-src", str(self.args.shipper_src)] if name != "webhook" else argv
         c.say(f"{name}: {' '.join(argv)}")
