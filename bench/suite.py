@@ -87,8 +87,9 @@ class Suite:
     ) -> bool:
         """Run a bench script; its stdout and stderr go to ours. False (and a note) if it failed."""
         env = dict(env or os.environ, BENCH_RESULTS_DIR=str(self.results_dir))
-        if self.args.shipper_src:
-            argv = [*argv, "--shipper-src", str(self.args.shipper_src)] if name != "webhook" else argv
+        if self.args.shipper_src and name not in ("webhook", "scoring_pipeline"):
+            # (those two take no such option; PYTHONPATH, set by --shipper-src, reaches them too)
+            argv = [*argv, "--shipper-src", str(self.args.shipper_src)]
         c.say(f"{name}: {' '.join(argv)}")
         started = time.monotonic()
         try:
