@@ -28,7 +28,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RESULTS = BENCH / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or BENCH / "results")  # bench/suite.py sets it
 PYTHON = sys.executable
 CHILD = BENCH / "_shipper_child.py"
 DEFAULT_STATE = Path(os.environ.get("SHIPPER_BENCH_STATE_DIR") or "/var/tmp/shipper-bench")

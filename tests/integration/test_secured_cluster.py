@@ -219,3 +219,25 @@ def test_setup_and_sync_against_secured_cluster(
     assert run["run"]["status"] == "FINISHED"
     assert run["experiment"]["name"] == experiment
     assert run["params"]["learning_rate"] == "0.1"
+
+
+def test_a_revoked_token_is_refused_with_the_fix_and_never_printed(
+    env: pytest.MonkeyPatch, secure_es: SecureNode, mlflow_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Revoked credentials: an OAuth2 access token that worked, invalidated by an administrator
+    (this build cannot create API keys, see tests/support/secure_es.py; a revoked API key takes the
+    same 401 path). `check` and `sync` stop with exit 3 and say which setting to fix."""
+    status, body = secure_es.request("POST", "/_security/oauth2/token", {"grant_type": "client_credentials"})
+    assert status == 200, body
+    token = str(body["access_token"])
+    env.setenv("SHIPPER_ELASTICSEARCH_CA_CERTS", str(secure_es.ca_certs))
+    env.setenv("SHIPPER_ELASTICSEARCH_BEARER_TOKEN", token)
+    assert shipper("check").exit_code == 0
+    status, body = secure_es.request("DELETE", "/_security/oauth2/token", {"token": token})
+    assert status == 200 and body["invalidated_tokens"] == 1, body
+    for command in ("check", "sync"):
+        result = shipper(command)
+        assert result.exit_code == EXIT_UNREACHABLE, result.output
+        assert "refused the credentials (HTTP 401)" in result.output
+        assert token not in result.output
+    assert token not in caplog.text

@@ -1008,3 +1008,44 @@ def test_shipper_serve_as_a_process(es: Elasticsearch, es_url: str, installed: N
     assert "webhook listening on 127.0.0.1" in output and "refused with 401" in output
     assert "limits: headers within 10 s, bodies within 20 s" in output
     assert secret not in output
+
+
+# -- bad input rows of docs/reliability.md ---------------------------------------------------------
+
+
+def test_invalid_utf8_is_400_and_dead_lettered_with_its_bytes(es: Elasticsearch, hook: Hook) -> None:
+    marker = unique("utf8")
+    body = (
+        b'[{"id": "' + marker.encode() + b'\xff\xfe", "eventType": "x", "eventTime": "2024-01-01T00:00:00Z"}]'
+    )
+    reply = hook.post(None, raw=body)
+    assert reply.status == 400
+    letter = dead_letter(es, reply.json()["dead_letter_id"])
+    assert marker in letter["mlops"]["dead_letter"]["original"]
+    assert letter["error"]["message"]
+
+
+def test_nan_and_infinity_literals_are_400_and_dead_lettered(es: Elasticsearch, hook: Hook) -> None:
+    """JSON has no NaN or Infinity; Python's json module writes them anyway. Such a body is refused
+    whole (the parser cannot read past the literal) and kept as it came."""
+    marker = unique("nan")
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'[{"id": "' + marker.encode() + b'", "eventType": "x", "eventTime": "2024-01-01T00:00:00Z", '
+        body += b'"data": {"score": ' + literal + b"}}]"
+        reply = hook.post(None, raw=body)
+        assert reply.status == 400, literal
+        letter = dead_letter(es, reply.json()["dead_letter_id"])
+        assert literal.decode() in letter["mlops"]["dead_letter"]["original"]
+
+
+def test_ten_thousand_character_tags_and_unicode_are_kept_whole(es: Elasticsearch, hook: Hook) -> None:
+    run_id = unique("long-tags")
+    tags = {"notes": "n" * 10_000, "größe": "模型-🚀 \u202eRTL", "empty": ""}
+    reply = hook.post([status_event(run_id, "Running", NOW, runTags=tags)])
+    assert reply.status == 200, reply.json()
+    refresh(es)
+    doc = run_doc(es, run_id)
+    assert doc is not None
+    text = orjson.dumps(doc).decode()
+    assert "n" * 10_000 in text
+    assert "模型-🚀 \u202eRTL" in text
