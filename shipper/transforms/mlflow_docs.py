@@ -200,21 +200,23 @@ def metric_point_actions(
     return actions
 
 
-def _metric_maps(points: Iterable[MetricPoint]) -> tuple[dict[str, float], dict[str, str]]:
+def split_nonfinite(values: Iterable[tuple[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
+    """(key, value) pairs as two maps: finite values, and the labels of NaN and infinities (which a
+    numeric field cannot hold)."""
     finite: dict[str, float] = {}
     other: dict[str, str] = {}
-    for point in points:
-        label = nonfinite_label(point.value)
+    for key, value in values:
+        label = nonfinite_label(value)
         if label is None:
-            finite[point.key] = point.value
+            finite[key] = value
         else:
-            other[point.key] = label
+            other[key] = label
     return finite, other
 
 
 def run_document(run: Run, experiment: Experiment, link: ModelLink) -> dict[str, Any]:
     """The MLflow-owned part of a run entity (`mlflow.*`, `ml.*`, `user`, `event`, `@timestamp`)."""
-    finite, nonfinite = _metric_maps(run.latest_metrics.values())
+    finite, nonfinite = split_nonfinite((p.key, p.value) for p in run.latest_metrics.values())
     run_fields: dict[str, Any] = {
         "id": run.id,
         "name": run.name,
@@ -276,7 +278,7 @@ def model_version_document(
         mlflow["run"] = {"id": mv.run_id}
     if source_run is not None:
         mlflow["run"]["name"] = source_run.name
-        finite, nonfinite = _metric_maps(source_run.latest_metrics.values())
+        finite, nonfinite = split_nonfinite((p.key, p.value) for p in source_run.latest_metrics.values())
         mlflow["metrics"] = finite
         if nonfinite:
             mlflow["metrics_nonfinite"] = nonfinite

@@ -29,6 +29,7 @@ from shipper.transforms.mlflow_docs import (
     logged_model_write,
     model_version_write,
     nonfinite_label,
+    split_nonfinite,
 )
 
 ORIGIN = "logged_model"  # `mlflow.metric.origin` of points read from a logged model
@@ -160,15 +161,7 @@ def undated_metrics(lm: LoggedModel | None) -> tuple[dict[str, float], dict[str,
     if lm is None:
         return {}, {}
     _, _, undated = final_by_dataset(lm.metrics)
-    finite: dict[str, float] = {}
-    other: dict[str, str] = {}
-    for m in undated:
-        label = nonfinite_label(m.value)
-        if label is None:
-            finite[m.key] = m.value
-        else:
-            other[m.key] = label
-    return finite, other
+    return split_nonfinite((m.key, m.value) for m in undated)
 
 
 def with_model_inputs(run: Run, model_ids: Iterable[str]) -> Run:

@@ -11,12 +11,9 @@ checkpoint and says so.
 
 from __future__ import annotations
 
-import http.server
+import itertools
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from shipper.cli import main_group
 from shipper.core.names import DEAD_LETTER_INDEX, MODELS_INDEX, RUNS_INDEX
+from tests.support.refusing_proxy import BulkRefusingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -98,63 +96,18 @@ def log_points(client: Any, experiment_id: str, keys: int, steps: int, start_ms:
 # -- a proxy in front of the real Elasticsearch ---------------------------------------------------
 
 
-class ThrottlingProxy:
-    """Passes every request to the real Elasticsearch except the first `refuse` `_bulk` requests,
-    which it answers as an overloaded Elasticsearch does: HTTP 429, es_rejected_execution_exception."""
-
-    def __init__(self, upstream: str, refuse: int) -> None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.refused = 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "/_bulk" in self.path and proxy.refused < refuse:
-                    proxy.refused += 1
-                    error = {
-                        "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution"},
-                        "status": 429,
-                    }
-                    headers = {"X-Elastic-Product": "Elasticsearch", "Content-Type": "application/json"}
-                    self._answer(429, headers, json.dumps(error).encode())
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                request = urllib.request.Request(
-                    upstream + self.path, data=body or None, headers=headers, method=self.command
-                )
-                try:
-                    with opener.open(request, timeout=60) as resp:
-                        self._answer(resp.status, dict(resp.headers.items()), resp.read())
-                except urllib.error.HTTPError as err:
-                    self._answer(err.code, dict(err.headers.items()), err.read())
-
-            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _relay
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def throttling(es_url: str) -> Iterator[ThrottlingProxy]:
-    proxy = ThrottlingProxy(es_url, refuse=4)
+def throttling(es_url: str) -> Iterator[BulkRefusingProxy]:
+    """The first 4 `_bulk` requests answered as an overloaded Elasticsearch does: HTTP 429,
+    es_rejected_execution_exception."""
+    calls = itertools.count()
+    rejected = {"error": {"type": "es_rejected_execution_exception", "reason": "rejected execution"}}
+    proxy = BulkRefusingProxy(
+        es_url,
+        refuses=lambda body: next(calls) < 4,
+        status=429,
+        answer=json.dumps({**rejected, "status": 429}).encode(),
+    )
     yield proxy
     proxy.close()
 
@@ -166,7 +119,7 @@ def test_a_429_storm_is_waited_out_and_every_point_lands_once(
     client: Any,
     experiment: tuple[str, str],
     es: Any,
-    throttling: ThrottlingProxy,
+    throttling: BulkRefusingProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_id = log_points(client, experiment[1], keys=2, steps=50)
@@ -174,7 +127,7 @@ def test_a_429_storm_is_waited_out_and_every_point_lands_once(
     monkeypatch.setenv("SHIPPER_BULK_MAX_RETRY_SECONDS", "120")
     retries_before = REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0
     summary = sync_json()
-    assert throttling.refused == 4
+    assert throttling.bulk_refused == 4
     assert (REGISTRY.get_sample_value("shipper_bulk_retries_total") or 0.0) >= retries_before + 4
     assert summary["points_written"] == 100
     assert run_points(es, run_id) == 100 == distinct_ids(es, run_id)

@@ -1,5 +1,5 @@
 """A real HTTP proxy in front of the real Elasticsearch that refuses writes, for the tests that prove
-a failed write moves no checkpoint."""
+a failed write moves no checkpoint, and for an overloaded Elasticsearch (429)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,18 @@ from typing import Any
 class BulkRefusingProxy:
     """A real HTTP proxy in front of the real Elasticsearch that passes every request through except
     `_bulk`, which it answers 503: Elasticsearch "goes away" for writes in the middle of a pass, after
-    the pass has read its checkpoints."""
+    the pass has read its checkpoints. With `status=429` and an es_rejected_execution_exception body
+    it is an overloaded Elasticsearch instead."""
 
-    def __init__(self, upstream: str, refuses: Callable[[bytes], bool] = lambda body: True) -> None:
-        """`refuses(body)` picks the `_bulk` requests answered 503; the others pass through."""
+    def __init__(
+        self,
+        upstream: str,
+        refuses: Callable[[bytes], bool] = lambda body: True,
+        status: int = 503,
+        answer: bytes = b'{"error":"down"}',
+    ) -> None:
+        """`refuses(body)` picks the `_bulk` requests answered `status` with `answer`; the others
+        pass through."""
         import http.server
         import urllib.error
         import urllib.request
@@ -28,7 +36,8 @@ class BulkRefusingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if "/_bulk" in self.path and refuses(body):
                     proxy.bulk_refused += 1
-                    self._answer(503, {"X-Elastic-Product": "Elasticsearch"}, b'{"error":"down"}')
+                    product = {"X-Elastic-Product": "Elasticsearch", "Content-Type": "application/json"}
+                    self._answer(status, product, answer)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 request = urllib.request.Request(
