@@ -120,7 +120,8 @@ def main() -> None:
     )
     print(
         f"\nkills survived {kills}, passes {len(passes)},"
-        f" final count {check['count']:,} of {check['expected']:,}, duplicated {check['duplicated']}, lost {check['lost']}, other ids {check['unexpected_ids']}:"
+        f" final count {check['count']:,} of {check['expected']:,}, duplicated {check['duplicated']},"
+        f" lost {check['lost']}, other ids {check['unexpected_ids']}:"
         f" {c.verdict(ok)}"
     )
     c.save(
