@@ -333,11 +333,15 @@ class _HistoryReads:
             answer.add_done_callback(functools.partial(_settle, one, run_id))
 
     def _first_page(self, run_id: str, key: str, token: str | None = None) -> _Pages:
-        pages = (
-            self.source.metric_history_pages(run_id, key, token)
-            if token
-            else self.source.metric_history_pages(run_id, key)
-        )
+        if token:
+            pages = self.source.metric_history_pages(run_id, key, token)
+            try:
+                first = next(pages, [])
+            except Exception as exc:  # e.g. a server that no longer takes the token it gave
+                log.warning("run %s: reading %r on from its progress record failed (%s)", run_id, key, exc)
+                return []  # seen as a changed history: read again from its start
+            return itertools.chain([first], pages)
+        pages = self.source.metric_history_pages(run_id, key)
         return itertools.chain([next(pages, [])], pages)
 
     def close(self) -> None:

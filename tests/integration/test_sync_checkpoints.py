@@ -406,3 +406,21 @@ def test_progress_from_another_starting_point_is_not_trusted(
     assert summary.points_written == 120
     assert len(all_points(es)) == 120
     assert progress_doc(es, "g") is None
+
+
+def test_a_page_token_the_server_no_longer_takes_means_a_whole_read(
+    clean: None, es: Any, es_url: str, giant: MemorySource
+) -> None:
+    crash(giant, es_url, after_pages=6)
+    stored = progress_doc(es, "g")
+    assert stored is not None
+    stored["partial"]["loss"]["token"] = "not-an-offset"  # the memory source refuses it
+    es.index(index=STATE, id="progress:g", document={"kind": "progress", "state": stored}, refresh=True)
+    giant.tokens.clear()
+
+    summary = engine(giant, es_url, bulk_max_actions=10).run_pass()
+
+    assert giant.tokens == ["not-an-offset", None]
+    assert summary.points_written == 95
+    assert len(all_points(es)) == 120
+    assert checkpoint(es, "g").keys["loss"].count == 95
