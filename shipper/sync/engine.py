@@ -410,9 +410,9 @@ class SyncEngine:
         started = time.monotonic()
         self.summary = summary = PassSummary()
         self._stamp = stamp = int(self.clock() * 1000)
-        checkpoints, progress = load_run_state(self.client)
-        if full:  # everything is sent again; progress documents are only deleted
-            checkpoints = {}
+        # --full sends everything again and trusts no progress document (a stale one is not trusted
+        # by later passes either: it names the checkpoint it started from).
+        checkpoints, progress = ({}, {}) if full else load_run_state(self.client)
         listed = self.source.experiments()
         all_experiments = {e.id: e for e in listed}
         selected = select_experiments(
@@ -443,7 +443,6 @@ class SyncEngine:
                     links.get(run.id, ModelLink()),
                     checkpoints.get(run.id),
                     progress.get(run.id),
-                    trust=not full,
                 )
                 if plan is not None:
                     window.append(plan)
@@ -489,7 +488,6 @@ class SyncEngine:
         link: ModelLink,
         checkpoint: RunCheckpoint | None,
         stored: RunProgress | None = None,
-        trust: bool = True,
     ) -> _Plan | None:
         """What a run needs (its document, the metric keys to read), or None when unchanged."""
         summary = self.summary
@@ -518,7 +516,7 @@ class SyncEngine:
         base = checkpoint.fingerprint if checkpoint is not None else ""
         progress = RunProgress(run.id, base, link_fp)
         resume: dict[str, KeyProgress] = {}
-        if trust and stored is not None and stored.base == base and stored.link == link_fp:
+        if stored is not None and stored.base == base and stored.link == link_fp:
             # A pass before this one, from the same checkpoint, shipped part of the run: keys it
             # finished whose latest point is still the same are done; a key it left partly
             # shipped is read on from where it stopped (checked when its next page arrives).
