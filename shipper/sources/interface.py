@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 HISTORY_PAGE = 25_000
 
 
+class HistoryPage(list[MetricPoint]):
+    """One page of a metric history. `next_token` is the server's page token for the rest of it
+    (None on the last page, or where the server gives none): the engine records it so that a
+    restarted pass resumes a long history after the pages it already shipped."""
+
+    next_token: str | None = None
+
+
 class TrackingSource(Protocol):
     """What one sync pass reads. Every call may raise ShipperError (e.g. ConnectivityError)."""
 
@@ -36,8 +44,11 @@ class TrackingSource(Protocol):
         """These runs, by id, where they exist; ids that do not exist are left out."""
         ...
 
-    def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
-        """A metric's full history, in pages of at most HISTORY_PAGE points."""
+    def metric_history_pages(
+        self, run_id: str, key: str, page_token: str | None = None
+    ) -> Iterator[list[MetricPoint]]:
+        """A metric's full history, in pages of at most HISTORY_PAGE points (HistoryPage where the
+        server pages it); from `page_token` (a HistoryPage's next_token) on when given."""
         ...
 
     # Whether metric_histories may be asked: None until the server was tried, False where it has

@@ -22,7 +22,7 @@ import orjson
 
 from shipper import telemetry
 from shipper.errors import ConfigError, ConnectivityError
-from shipper.sources.interface import HISTORY_PAGE
+from shipper.sources.interface import HISTORY_PAGE, HistoryPage
 from shipper.sources.mlflow_errors import refused_message, unreachable_message
 from shipper.sources.mlflow_rest import (
     BULK_MAX_RUNS,
@@ -199,11 +199,14 @@ class MlflowSource:
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         return [point for page in self.metric_history_pages(run_id, key) for point in page]
 
-    def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
-        """A metric's full history, page by page, so a long one never sits in memory whole."""
+    def metric_history_pages(
+        self, run_id: str, key: str, page_token: str | None = None
+    ) -> Iterator[list[MetricPoint]]:
+        """A metric's full history, page by page, so a long one never sits in memory whole; from
+        `page_token` on when given (the REST API only: the client reads a history whole)."""
         self._count("get_metric_history")
         if self._rest is not None or self._rest_store is not None:
-            yield from self._rest_history(run_id, key)
+            yield from self._rest_history(run_id, key, page_token)
         else:
             yield [_metric(m) for m in self._client.get_metric_history(run_id, key)]
 
@@ -272,7 +275,7 @@ class MlflowSource:
         self.bulk_histories = True
         return raw
 
-    def _rest_history(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
+    def _rest_history(self, run_id: str, key: str, token: str | None = None) -> Iterator[list[MetricPoint]]:
         """The documented REST endpoint, read with orjson, in pages of HISTORY_PAGE points.
 
         Metric histories are most of a backfill's bytes. The client reads a whole history at once and
@@ -281,14 +284,15 @@ class MlflowSource:
         directly, with the store's credentials, TLS settings and retries (MLflow's own `http_request`
         when the client is used). Servers that predate paging answer with everything in one page.
         """
-        token: str | None = None
         while True:
             params = {"run_id": run_id, "run_uuid": run_id, "metric_key": key, "max_results": HISTORY_PAGE}
             if token:
                 params["page_token"] = token
             body = self._get_json(HISTORY_ENDPOINT, params)
-            yield _points(body.get("metrics", ()), key)
-            token = body.get("next_page_token")
+            token = body.get("next_page_token") or None
+            page = HistoryPage(_points(body.get("metrics", ()), key))
+            page.next_token = token
+            yield page
             if not token:
                 return
 

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import itertools
 import logging
+import math
 import sys
 import threading
 import time
@@ -39,11 +40,15 @@ from shipper.sources.mlflow_rest import BULK_MAX_RUNS, BULK_SAMPLE
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, Run
 from shipper.sync.state import (
     KeyCheckpoint,
+    KeyProgress,
     ModelsCheckpoint,
     RunCheckpoint,
+    RunProgress,
     load_models_checkpoint,
-    load_run_checkpoints,
+    load_run_state,
     models_state_action,
+    progress_action,
+    progress_delete_action,
     run_state_action,
 )
 from shipper.transforms.mlflow_docs import (
@@ -171,12 +176,16 @@ class _Batch:
     next is read from MLflow; flushes run one at a time and in order, and each writes its data,
     then its entity documents, then its checkpoints, so a checkpoint never gets ahead of its data.
     At most one flush is in flight: memory stays bounded, and a failure surfaces at the next flush.
+    The progress documents of runs partly shipped go with the checkpoints: each flush writes the
+    newest one of each such run, which covers no more than the points queued before it.
     """
 
     engine: SyncEngine
     actions: list[dict[str, Any]] = field(default_factory=list)
     entities: list[EntityWrite] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> newest progress
+    progressed: set[str] = field(default_factory=set)  # runs with a progress document flushed
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "shipper-write"))
     _in_flight: Future[None] | None = None
 
@@ -185,18 +194,31 @@ class _Batch:
         if len(self.actions) >= self.engine.settings.bulk_max_actions:
             self.flush()
 
-    def complete(self, entity: EntityWrite, checkpoint: dict[str, Any]) -> None:
-        """A run is fully queued: its entity document and then its checkpoint may be written."""
+    def note_progress(self, progress: RunProgress) -> None:
+        """How far a run's histories are queued: written with the next flush, after its data."""
+        self.progress[progress.run_id] = progress_action(progress)
+
+    def complete(
+        self, entity: EntityWrite, checkpoint: dict[str, Any], stored_progress: bool = False
+    ) -> None:
+        """A run is fully queued: its entity document and then its checkpoint may be written, and
+        its progress document (if one was stored, before this pass or by it) deleted after them."""
         self.entities.append(entity)
         self.checkpoints.append(checkpoint)
+        run_id = checkpoint["_source"]["state"]["run_id"]
+        self.progress.pop(run_id, None)
+        if stored_progress or run_id in self.progressed:
+            self.progressed.discard(run_id)
+            self.checkpoints.append(progress_delete_action(run_id))
         if len(self.entities) >= 500:
             self.flush()
 
     def flush(self) -> None:
         self.wait()
-        if self.actions or self.entities or self.checkpoints:
-            work = (self.actions, self.entities, self.checkpoints)
-            self.actions, self.entities, self.checkpoints = [], [], []
+        if self.actions or self.entities or self.checkpoints or self.progress:
+            self.progressed.update(self.progress)
+            work = (self.actions, self.entities, self.checkpoints + list(self.progress.values()))
+            self.actions, self.entities, self.checkpoints, self.progress = [], [], [], {}
             self._in_flight = self._pool.submit(self._write, *work)
 
     def wait(self) -> None:
@@ -236,6 +258,13 @@ class _Plan:
     keys: dict[str, KeyCheckpoint]
     relink: bool
     wanted: list[str]
+    # What this pass ships of the run so far (a progress document, written for long histories),
+    # where to resume keys a pass before it left partly shipped, and whether a progress document
+    # of the run is stored (to delete with the run checkpoint).
+    progress: RunProgress
+    resume: dict[str, KeyProgress] = field(default_factory=dict)
+    stored_progress: bool = False
+    noted: bool = False
 
     def size(self, key: str) -> int:
         """The points expected in the first read of `key` (steps from 0 to its latest step)."""
@@ -279,7 +308,10 @@ class _HistoryReads:
         bulk = self.source.bulk_histories is not False
         for plan in plans:
             for key in plan.wanted:
-                if bulk and plan.size(key) < BULK_SAMPLE:
+                if key in plan.resume:  # the rest of a history a pass before this one left
+                    token = plan.resume[key].token
+                    reads[(plan.run.id, key)] = self.pool.submit(self._first_page, plan.run.id, key, token)
+                elif bulk and plan.size(key) < BULK_SAMPLE:
                     group = groups.setdefault(key, [])
                     if len(group) >= BULK_MAX_RUNS or sum(p.size(key) for p in group) >= BULK_POINTS:
                         self._bulk(key, group, reads)
@@ -300,7 +332,15 @@ class _HistoryReads:
             reads[(run_id, key)] = one
             answer.add_done_callback(functools.partial(_settle, one, run_id))
 
-    def _first_page(self, run_id: str, key: str) -> _Pages:
+    def _first_page(self, run_id: str, key: str, token: str | None = None) -> _Pages:
+        if token:
+            pages = self.source.metric_history_pages(run_id, key, token)
+            try:
+                first = next(pages, [])
+            except Exception as exc:  # e.g. a server that no longer takes the token it gave
+                log.warning("run %s: reading %r on from its progress record failed (%s)", run_id, key, exc)
+                return []  # seen as a changed history: read again from its start
+            return itertools.chain([first], pages)
         pages = self.source.metric_history_pages(run_id, key)
         return itertools.chain([next(pages, [])], pages)
 
@@ -315,6 +355,25 @@ def _settle(one: Future[_Pages], run_id: str, done: Future[dict[str, _Pages]]) -
         one.set_exception(done.exception())
     else:
         one.set_result(done.result()[run_id])
+
+
+def _peek(pages: _Pages, resumed: KeyProgress) -> tuple[_Pages, bool]:
+    """The rest of a history read from a progress record's page token, and whether it continues
+    where that record stopped: its first point must come after the record's last one in MLflow's
+    order of a history, (timestamp, step, value) (its SQL store's ORDER BY, paged by offset). A
+    point inserted before the token since shifts the pages, and then the first point is one
+    already seen: not after it. Ties this order cannot tell apart (NaN) count as changed."""
+    rest = iter(pages)
+    first = next(rest, None)
+    if not first:
+        return rest, False
+    head, (ts, step, value) = first[0], resumed.last
+    before = float(value)
+    if (head.timestamp, head.step) != (ts, step):
+        continues = (head.timestamp, head.step) > (ts, step)
+    else:
+        continues = not (math.isnan(before) or math.isnan(head.value)) and head.value > before
+    return itertools.chain([first], rest), continues
 
 
 class SyncEngine:
@@ -351,7 +410,9 @@ class SyncEngine:
         started = time.monotonic()
         self.summary = summary = PassSummary()
         self._stamp = stamp = int(self.clock() * 1000)
-        checkpoints = {} if full else load_run_checkpoints(self.client)
+        # --full sends everything again and trusts no progress document (a stale one is not trusted
+        # by later passes either: it names the checkpoint it started from).
+        checkpoints, progress = ({}, {}) if full else load_run_state(self.client)
         listed = self.source.experiments()
         all_experiments = {e.id: e for e in listed}
         selected = select_experiments(
@@ -381,6 +442,7 @@ class SyncEngine:
                     all_experiments[run.experiment_id],
                     links.get(run.id, ModelLink()),
                     checkpoints.get(run.id),
+                    progress.get(run.id),
                 )
                 if plan is not None:
                     window.append(plan)
@@ -420,7 +482,12 @@ class SyncEngine:
         return summary
 
     def _plan_run(
-        self, run: Run, experiment: Experiment, link: ModelLink, checkpoint: RunCheckpoint | None
+        self,
+        run: Run,
+        experiment: Experiment,
+        link: ModelLink,
+        checkpoint: RunCheckpoint | None,
+        stored: RunProgress | None = None,
     ) -> _Plan | None:
         """What a run needs (its document, the metric keys to read), or None when unchanged."""
         summary = self.summary
@@ -446,7 +513,32 @@ class SyncEngine:
             for key, latest in sorted(run.latest_metrics.items())
             if reread_all or not run.latest_exact or key not in keys or keys[key].latest != _latest_fp(latest)
         ]
-        return _Plan(run, experiment, link, entity, run_fp, link_fp, keys, relink, wanted)
+        base = checkpoint.fingerprint if checkpoint is not None else ""
+        progress = RunProgress(run.id, base, link_fp)
+        resume: dict[str, KeyProgress] = {}
+        if stored is not None and stored.base == base and stored.link == link_fp:
+            # A pass before this one, from the same checkpoint, shipped part of the run: keys it
+            # finished whose latest point is still the same are done; a key it left partly
+            # shipped is read on from where it stopped (checked when its next page arrives).
+            for key, done in stored.done.items():
+                if key in wanted and done.latest == _latest_fp(run.latest_metrics[key]):
+                    keys[key] = progress.done[key] = done
+            wanted = [key for key in wanted if key not in progress.done]
+            resume = {key: part for key, part in stored.partial.items() if key in wanted}
+        return _Plan(
+            run,
+            experiment,
+            link,
+            entity,
+            run_fp,
+            link_fp,
+            keys,
+            relink,
+            wanted,
+            progress,
+            resume,
+            stored_progress=stored is not None,
+        )
 
     def _ship(self, window: _Window, batch: _Batch) -> None:
         """The window's runs in order: their points as they are read, then each run's document
@@ -463,8 +555,25 @@ class SyncEngine:
             known = keys.get(key)
             summary.history_reads += 1
             mark = (known.last_timestamp, known.last_step) if known is not None and not plan.relink else None
-            total = sent = 0
+            total = sent = before = 0  # before: points a pass before this one shipped
             newest: tuple[int, int] | None = None
+            resumed = plan.resume.get(key)
+            if resumed is not None:
+                pages, continues = _peek(pages, resumed)
+                if continues:
+                    total, sent = resumed.count, resumed.sent
+                    before = sent
+                    newest = (resumed.newest[0], resumed.newest[1]) if resumed.newest else None
+                else:
+                    # The history changed before the point where the last pass stopped (or the
+                    # server does not keep its order): read it all again.
+                    log.info(
+                        "run %s: the history of %r changed since it was partly shipped; reading it all",
+                        run.id,
+                        key,
+                    )
+                    summary.history_reads += 1
+                    pages = self.source.metric_history_pages(run.id, key)
             for page in pages:
                 total += len(page)
                 chosen = page if mark is None else [p for p in page if (p.timestamp, p.step) > mark]
@@ -474,6 +583,14 @@ class SyncEngine:
                     last_ts = max(p.timestamp for p in page)
                     last = (last_ts, max(p.step for p in page if p.timestamp == last_ts))
                     newest = last if newest is None or last > newest else newest
+                    token = getattr(page, "next_token", None)
+                    if token:  # a long history: where a restart may resume it, once this is written
+                        end = page[-1]
+                        plan.progress.partial[key] = KeyProgress(
+                            token, total, sent, [end.timestamp, end.step, repr(end.value)], list(newest)
+                        )
+                        plan.noted = True
+                        batch.note_progress(plan.progress)
             if known is not None and mark is not None and known.count + sent != total:
                 # Points were inserted before the mark (logged out of order): send the whole
                 # history again; the deterministic ids make the repeats overwrites.
@@ -481,9 +598,14 @@ class SyncEngine:
                 for page in self.source.metric_history_pages(run.id, key):
                     self._queue_points(run, experiment, link, page, batch)
                     sent += len(page)
-            summary.points_written += sent
+            summary.points_written += sent - before
+            plan.progress.partial.pop(key, None)
             if newest is not None:
-                keys[key] = KeyCheckpoint(total, newest[0], newest[1], _latest_fp(latest))
+                keys[key] = plan.progress.done[key] = KeyCheckpoint(
+                    total, newest[0], newest[1], _latest_fp(latest)
+                )
+            if plan.noted:
+                batch.note_progress(plan.progress)
         summary.runs_written += 1
         if plan.relink:
             summary.relinked_runs += 1
@@ -492,6 +614,7 @@ class SyncEngine:
             run_state_action(
                 RunCheckpoint(run.id, run.experiment_id, plan.run_fp, run.status, plan.link_fp, keys)
             ),
+            plan.stored_progress,
         )
 
     @staticmethod

@@ -11,11 +11,13 @@ real MLflow server is tests/integration/test_mlflow_sync.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from elasticsearch import NotFoundError
 
 from shipper.cli import main_group
 from shipper.config import Settings
@@ -289,3 +291,136 @@ def _no_leftover_threads() -> Iterator[None]:
     yield
     left = {t.name for t in threading.enumerate()} - before
     assert not {name for name in left if name.startswith("shipper-")}, left
+
+
+# -- per-key progress: a history too long to ship between two crashes still gets shipped ----------
+
+
+@pytest.fixture
+def giant() -> MemorySource:
+    """Run g: acc (25 points) and loss (95 points), read in pages of 10."""
+    mlflow = MemorySource()
+    mlflow.bulk_histories = False
+    mlflow.page = 10
+    mlflow.add_experiment("1", "checkpoints")
+    mlflow.add_run("g", "1", start_time=T, status="FINISHED")
+    for step in range(25):
+        mlflow.log("g", "acc", step / 100, step, T + step * 10)
+    for step in range(95):
+        mlflow.log("g", "loss", 1.0 - step / 100, step, T + step * 10)
+    return mlflow
+
+
+def progress_doc(es: Any, run_id: str) -> dict[str, Any] | None:
+    es.indices.refresh(index=STATE)
+    found = es.options(ignore_status=404).get(index=STATE, id=f"progress:{run_id}")
+    return dict(found["_source"]["state"]) if found.get("found") else None
+
+
+def all_points(es: Any) -> list[tuple[str, str, int, int, float]]:
+    es.indices.refresh(index="mlops-metrics-*")
+    assert es.count(index="mlops-metrics-*")["count"] <= 1000
+    return points(es)
+
+
+def crash(source: MemorySource, es_url: str, after_pages: int) -> None:
+    source.crash_after_pages = after_pages
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        engine(source, es_url, bulk_max_actions=10).run_pass()
+    source.crash_after_pages = None
+
+
+def test_a_pass_killed_inside_a_long_history_resumes_after_what_it_shipped(
+    clean: None, es: Any, es_url: str, giant: MemorySource
+) -> None:
+    # acc: 3 pages; loss: 3 pages, then the 4th page read fails (the process dies).
+    crash(giant, es_url, after_pages=6)
+    stored = progress_doc(es, "g")
+    assert stored is not None
+    assert stored["done"] == {"acc": asdict(KeyCheckpoint(25, T + 240, 24, f"{T + 240}:24:0.24"))}
+    # Each flush carries the progress queued before its data: the page 3 flush, that of page 2.
+    assert stored["partial"]["loss"] == {
+        "token": "20",
+        "count": 20,
+        "sent": 20,
+        "last": [T + 190, 19, repr(0.81)],
+        "newest": [T + 190, 19],
+    }
+    with pytest.raises(NotFoundError):
+        es.get(index=STATE, id="run:g")  # the run's checkpoint waits for all its keys
+    assert len(all_points(es)) >= 25 + 20  # at least what the progress record says
+
+    giant.history_reads.clear()
+    giant.tokens.clear()
+    summary = engine(giant, es_url, bulk_max_actions=10).run_pass()
+
+    assert giant.history_reads == [("g", "loss")]  # acc is done; loss goes on from the record
+    assert giant.tokens == ["20"]
+    assert (summary.points_written, summary.runs_written) == (75, 1)
+    expected = sorted(
+        [("g", "acc", s, T + s * 10, s / 100) for s in range(25)]
+        + [("g", "loss", s, T + s * 10, 1.0 - s / 100) for s in range(95)]
+    )
+    assert all_points(es) == expected  # exactly: no point missing, none twice
+    assert checkpoint(es, "g").keys == {
+        "acc": KeyCheckpoint(25, T + 240, 24, f"{T + 240}:24:0.24"),
+        "loss": KeyCheckpoint(95, T + 940, 94, f"{T + 940}:94:{1.0 - 94 / 100!r}"),
+    }
+    assert progress_doc(es, "g") is None  # deleted with the run checkpoint that supersedes it
+
+    again = engine(giant, es_url, bulk_max_actions=10).run_pass()
+    assert (again.history_reads, again.points_written, again.writes.written) == (0, 0, 0)
+
+
+def test_a_history_changed_before_the_resume_point_is_read_again_whole(
+    clean: None, es: Any, es_url: str, giant: MemorySource
+) -> None:
+    crash(giant, es_url, after_pages=6)
+    assert progress_doc(es, "g") is not None
+    # Logged late with an older time: it lands at position 5 of loss, before the resume point, and
+    # shifts every page after it; loss's latest point does not change.
+    giant.insert("g", "loss", 5, 0.555, 5, T + 45)
+    giant.tokens.clear()
+
+    summary = engine(giant, es_url, bulk_max_actions=10).run_pass()
+
+    # The resumed page starts with a point already shipped: loss is read again from its start.
+    assert giant.tokens == ["20", None]
+    assert summary.points_written == 96
+    assert len(all_points(es)) == 25 + 96
+    assert ("g", "loss", 5, T + 45, 0.555) in all_points(es)
+    assert checkpoint(es, "g").keys["loss"].count == 96
+    assert progress_doc(es, "g") is None
+
+
+def test_progress_from_another_starting_point_is_not_trusted(
+    clean: None, es: Any, es_url: str, giant: MemorySource
+) -> None:
+    crash(giant, es_url, after_pages=6)
+    giant.tokens.clear()
+
+    # --full resends everything, whatever progress is stored.
+    summary = engine(giant, es_url, bulk_max_actions=10).run_pass(full=True)
+
+    assert giant.tokens == [None, None]
+    assert summary.points_written == 120
+    assert len(all_points(es)) == 120
+    assert progress_doc(es, "g") is None
+
+
+def test_a_page_token_the_server_no_longer_takes_means_a_whole_read(
+    clean: None, es: Any, es_url: str, giant: MemorySource
+) -> None:
+    crash(giant, es_url, after_pages=6)
+    stored = progress_doc(es, "g")
+    assert stored is not None
+    stored["partial"]["loss"]["token"] = "not-an-offset"  # the memory source refuses it
+    es.index(index=STATE, id="progress:g", document={"kind": "progress", "state": stored}, refresh=True)
+    giant.tokens.clear()
+
+    summary = engine(giant, es_url, bulk_max_actions=10).run_pass()
+
+    assert giant.tokens == ["not-an-offset", None]
+    assert summary.points_written == 95
+    assert len(all_points(es)) == 120
+    assert checkpoint(es, "g").keys["loss"].count == 95

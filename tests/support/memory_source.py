@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from shipper.sources.interface import HISTORY_PAGE
+from shipper.sources.interface import HISTORY_PAGE, HistoryPage
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 
@@ -22,6 +22,11 @@ class MemorySource:
         self.logged: list[LoggedModel] = []
         self.history_reads: list[tuple[str, str]] = []  # (run id, key) per history read
         self.bulk_histories: bool | None = None  # a test sets False to read one history at a time
+        self.page = HISTORY_PAGE  # points per history page
+        self.pages_read = 0  # history pages answered so far (over all reads)
+        # A test sets it to make the page read after this many (over all reads) fail, as a crash.
+        self.crash_after_pages: int | None = None
+        self.tokens: list[str | None] = []  # the page token of each history read
 
     # -- what a test writes ------------------------------------------------------------------------
 
@@ -59,11 +64,24 @@ class MemorySource:
     def runs_by_id(self, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> dict[str, Run]:
         return {i: self._listed(self._runs[i]) for i in run_ids if i in self._runs}
 
-    def metric_history_pages(self, run_id: str, key: str) -> Iterator[list[MetricPoint]]:
+    def insert(self, run_id: str, key: str, position: int, value: float, step: int, timestamp: int) -> None:
+        """A point logged out of order: it lands at `position` of the history's order."""
+        self._histories[(run_id, key)].insert(position, MetricPoint(key, value, timestamp, step))
+
+    def metric_history_pages(
+        self, run_id: str, key: str, page_token: str | None = None
+    ) -> Iterator[list[MetricPoint]]:
+        """Pages by offset, as MLflow's SQL store does; the token is the offset."""
         self.history_reads.append((run_id, key))
+        self.tokens.append(page_token)
         points = list(self._histories.get((run_id, key), []))
-        for start in range(0, max(len(points), 1), HISTORY_PAGE):
-            yield points[start : start + HISTORY_PAGE]
+        for start in range(int(page_token or 0), max(len(points), 1), self.page):
+            if self.crash_after_pages is not None and self.pages_read >= self.crash_after_pages:
+                raise RuntimeError(f"simulated crash after {self.pages_read} history pages")
+            self.pages_read += 1
+            page = HistoryPage(points[start : start + self.page])
+            page.next_token = str(start + self.page) if start + self.page < len(points) else None
+            yield page
 
     def metric_histories(self, key: str, run_ids: Sequence[str]) -> dict[str, Iterable[list[MetricPoint]]]:
         return {run_id: list(self.metric_history_pages(run_id, key)) for run_id in run_ids}
