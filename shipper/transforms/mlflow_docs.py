@@ -277,7 +277,8 @@ def model_version_document(
     if mv.run_id:
         mlflow["run"] = {"id": mv.run_id}
     if source_run is not None:
-        mlflow["run"]["name"] = source_run.name
+        # a version without run_id but with its run found (its logged model's run) keeps the run's id
+        mlflow["run"] = {"id": mv.run_id or source_run.id, "name": source_run.name}
         finite, nonfinite = split_nonfinite((p.key, p.value) for p in source_run.latest_metrics.values())
         mlflow["metrics"] = finite
         if nonfinite:

@@ -113,3 +113,12 @@ def test_experiment_filters_by_name_or_id() -> None:
     assert [e.id for e in select_experiments(experiments, include=["churn", "9"])] == ["7", "9"]
     assert [e.id for e in select_experiments(experiments, exclude=["0"])] == ["7", "9"]
     assert select_experiments(experiments, include=["nope"]) == []
+
+
+def test_a_version_without_run_id_takes_the_id_of_the_run_it_is_given() -> None:
+    g = _load()
+    mv = ModelVersion("churn", "3", 1_700_000_000_000, None, run_id=None)
+    doc = model_version_write(mv, g["run"], g["experiment"], g["stamp"]).doc
+    assert doc["mlflow"]["run"] == {"id": g["run"].id, "name": g["run"].name}
+    alone = model_version_write(mv, None, None, g["stamp"]).doc
+    assert "mlflow" not in alone or "run" not in alone["mlflow"]
