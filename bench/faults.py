@@ -238,6 +238,227 @@ def service_phase(es: Any, st: c.Stack, seconds: float, es_state: Path) -> dict[
     return out
 
 
+def _serve(env: dict[str, str], port: int) -> c.Child:
+    import http.client
+
+    child = c.Child(["serve", "--host", "127.0.0.1", "--port", str(port)], env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.alive():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return child
+        except OSError:
+            pass
+        time.sleep(0.2)
+    child.kill()
+    raise SystemExit(f"shipper serve did not become ready: {child.wait(killed=True).stderr_tail}")
+
+
+def verify_events(es: Any, experiment: str, event_ids: set[str], runs: set[str]) -> dict[str, Any]:
+    """Every event stored once under its id, one run document per run at its last status, no
+    dead letters."""
+    from elasticsearch import helpers
+
+    es.indices.refresh(index="mlops-*", expand_wildcards="all")
+    query = {"term": {"azureml.experiment.name": experiment}}
+    stored: list[str] = [
+        hit["_id"]
+        for hit in helpers.scan(es, index="mlops-events-*", query={"query": query}, _source=False, size=5000)
+    ]
+    count = int(es.count(index="mlops-events-*", query=query)["count"])
+    answer = es.search(
+        index="mlops-runs", size=0, query=query, aggs={"s": {"terms": {"field": "azureml.run.status"}}}
+    )
+    statuses = {b["key"]: b["doc_count"] for b in answer["aggregations"]["s"]["buckets"]}
+    dead = int(es.count(index="mlops-dead-letter", ignore_unavailable=True, allow_no_indices=True)["count"])
+    stored_set = set(stored)
+    result = {
+        "expected": len(event_ids),
+        "count": count,
+        "lost": len(event_ids - stored_set),
+        "duplicated": len(stored) - len(stored_set) + max(0, count - len(stored)),
+        "unexpected_ids": len(stored_set - event_ids),
+        "run_statuses": statuses,
+        "runs": len(runs),
+        "dead_letters": dead,
+    }
+    result["ok"] = (
+        result["lost"] == 0
+        and result["duplicated"] == 0
+        and result["unexpected_ids"] == 0
+        and count == len(event_ids)
+        and statuses == {"Completed": len(runs)}
+        and dead == 0
+    )
+    return result
+
+
+def webhook_phase(
+    es: Any,
+    st: c.Stack,
+    es_state: Path,
+    *,
+    events: int,
+    rate: float,
+    outage: str | None,
+    seconds: float,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """`shipper serve` under a steady load of Event Grid batches (10% delivered twice, each run's
+    statuses shuffled across batches), with Elasticsearch away for `seconds` in the middle
+    (`outage`: sigstop or restart; None: no outage). The sender retries as Event Grid does."""
+    import json
+    import threading
+    import uuid
+
+    import _delivery as d
+    import webhook
+
+    fresh(es, st)
+    experiment = f"bench-faults-webhook-{uuid.uuid4().hex[:8]}"
+    flat = json.loads(webhook.batches(events, events, experiment)[0])
+    event_ids = {e["id"] for e in flat}
+    runs = {e["data"]["runId"] for e in flat if "runId" in e["data"]}
+    bodies = d.reordered_batches(flat, 100, 1_000, rng)
+    secret = uuid.uuid4().hex
+    port = c.free_port()
+    env = c.shipper_env(
+        st,
+        SHIPPER_WEBHOOK_SECRET=secret,
+        SHIPPER_AZUREML_ENRICHMENT="false",
+        SHIPPER_WEBHOOK_SYNC_ON_TERMINAL="false",
+    )
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = _serve(env, port)
+    prober = d.Prober(port)
+    window: dict[str, float] = {}
+
+    def take_away() -> None:
+        time.sleep(min(15.0, len(bodies) / rate / 4))
+        window["start"] = time.monotonic() - began
+        pgid = _group(es_state)
+        if outage == "sigstop":
+            os.killpg(pgid, signal.SIGSTOP)
+            time.sleep(seconds)
+            os.killpg(pgid, signal.SIGCONT)
+        else:
+            c.stack_down(es_state, only="es")
+            time.sleep(max(0.0, seconds - (time.monotonic() - began - window["start"])))
+            url = c.stack_up(es_state, only="es")["ES_URL"]
+            if url != st.es_url:
+                raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
+        window["end"] = time.monotonic() - began
+
+    began = time.monotonic()
+    saboteur = threading.Thread(target=take_away, daemon=True) if outage else None
+    if saboteur:
+        saboteur.start()
+    outcome = d.deliver(port, secret, bodies, batches_per_second=rate / 100, duplicate_share=0.1, rng=rng)
+    if saboteur:
+        saboteur.join()
+    probes = prober.stop()
+    alive = server.alive()
+    server.proc.send_signal(signal.SIGTERM)
+    served = server.wait()
+    check = verify_events(es, experiment, event_ids, runs)
+    w_start, w_end = window.get("start", outcome.wall_seconds), window.get("end", outcome.wall_seconds)
+    before = outcome.latencies(0.0, w_start)
+    after = outcome.latencies(w_end, outcome.wall_seconds + 1)
+    during = [p for p in probes if w_start <= p.at < w_end]
+    out: dict[str, Any] = {
+        "outage": outage or "none",
+        "outage_seconds": round(w_end - w_start, 1) if outage else 0.0,
+        "events": len(event_ids),
+        "batches": outcome.batches,
+        "copies_delivered": outcome.copies,
+        "duplicate_copies": outcome.copies - outcome.batches,
+        "offered_events_per_s": rate,
+        "held_events_per_s": round(outcome.events / outcome.wall_seconds, 1),
+        "attempts": len(outcome.attempts),
+        "answers": outcome.statuses(),
+        "acked": outcome.acked,
+        "never_acked": outcome.unacked,
+        "ack_p99_ms_before": _ms(d.percentile(before, 0.99)),
+        "ack_p99_ms_after": _ms(d.percentile(after, 0.99)),
+        "max_first_offer_to_ack_s": round(max((a - f for f, a in outcome.acks), default=0.0), 1),
+        # until every copy first offered before Elasticsearch came back was acknowledged
+        "backlog_cleared_s_after_outage": round(
+            max((a for f, a in outcome.acks if f < w_end), default=w_end) - w_end, 1
+        )
+        if outage
+        else None,
+        "healthz_during_outage": {
+            "probes": len(during),
+            "answered_200": sum(1 for p in during if p.status == 200),
+            "p99_ms": _ms(d.percentile([p.seconds for p in during], 0.99)),
+        },
+        "service_alive": alive,
+        "service_returncode": served.returncode,
+        "wall_seconds": round(outcome.wall_seconds, 1),
+        "verify": check,
+    }
+    out["ok"] = alive and outcome.unacked == 0 and check["ok"]
+    c.say(f"  webhook ({out['outage']}): {out}")
+    if not alive:
+        c.say(f"  the service died; its stderr ends with:\n{served.stderr_tail[-1500:]}")
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def shard_phase(es: Any, st: c.Stack) -> dict[str, Any]:
+    """Two pollers, SHIPPER_SHARD=0/2 and 1/2, at once over four experiments; then both again."""
+    from shipper.config import shard_of_experiment
+
+    fresh(es, st)
+    shape = c.Shape(5, 4, 1000)
+    gens: list[c.Generated] = []
+    n = 0
+    while len(gens) < 4 or len({shard_of_experiment(g.experiment_id, 2) for g in gens}) < 2:
+        gens.append(c.ensure_experiment(st.mlflow_uri, shape.name(f"bench-faults-shard{n}"), shape))
+        n += 1
+    names = ",".join(g.name for g in gens)
+    expected: set[tuple[str, str]] = set()
+    for g in gens:
+        expected |= c.expected_ids(st.mlflow_uri, g.experiment_id)
+    runs = sum(g.runs for g in gens)
+    owners = {g.name: shard_of_experiment(g.experiment_id, 2) for g in gens}
+    rounds: list[dict[str, list[Any]]] = []
+    for _ in range(2):
+        children = [
+            c.Child(["sync", "--json"], c.shipper_env(st, names, SHIPPER_SHARD=f"{i}/2")) for i in (0, 1)
+        ]
+        results = [x.wait() for x in children]
+        rounds.append(
+            {
+                "returncodes": [r.returncode for r in results],
+                "points_written": [(r.summary or {}).get("points_written") for r in results],
+            }
+        )
+    check = verify(es, expected, runs)
+    first = rounds[0]["points_written"]
+    second = rounds[1]["points_written"]
+    out: dict[str, Any] = {
+        "experiments": owners,
+        "points": len(expected),
+        "rounds": rounds,
+        "verify": check,
+    }
+    out["ok"] = (
+        all(rc == 0 for r in rounds for rc in r["returncodes"])
+        and None not in first
+        and sum(first) == len(expected)  # no point sent by both shards
+        and second == [0, 0]
+        and check["ok"]
+    )
+    c.say(f"  shards: {out}")
+    return out
+
+
 def main() -> None:
     p = c.parser(__doc__ or "")
     p.add_argument("--runs", type=int, default=20)
@@ -251,6 +472,17 @@ def main() -> None:
     p.add_argument(
         "--skip-service", action="store_true", help="skip phase 4 (`shipper run` across an outage)"
     )
+    p.add_argument(
+        "--webhook-rate", type=float, default=500.0, help="events/s offered to `shipper serve` (default 500)"
+    )
+    p.add_argument(
+        "--webhook-events",
+        type=int,
+        default=0,
+        help="events per webhook outage phase (default: 30 s of load beyond the outage)",
+    )
+    p.add_argument("--skip-webhook", action="store_true", help="skip phase 5 (the webhook under load)")
+    p.add_argument("--skip-shards", action="store_true", help="skip phase 6 (two concurrent shards)")
     args = p.parse_args()
     shape = c.Shape(args.runs, args.keys, args.steps)
     rng = random.Random(args.seed)
@@ -280,6 +512,37 @@ def main() -> None:
         if not args.skip_service:
             c.say(f"phase 4: `shipper run` across a {args.outage_seconds:.0f}s outage between passes")
             service = service_phase(es, st, args.outage_seconds, es_state)
+        hooks: list[dict[str, Any]] = []
+        if not args.skip_webhook:
+            rate = args.webhook_rate
+            c.say(f"phase 5: `shipper serve` at {rate:.0f} events/s, duplicated and reordered deliveries")
+            hooks.append(
+                webhook_phase(
+                    es, st, es_state, events=int(rate * 20), rate=rate, outage=None, seconds=0, rng=rng
+                )
+            )
+            events = args.webhook_events or int(rate * (args.outage_seconds + 30))
+            for mode in [m.strip() for m in args.outage.split(",") if m.strip()]:
+                c.say(
+                    f"phase 5: `shipper serve` at {rate:.0f} events/s, "
+                    f"{args.outage_seconds:.0f}s outage ({mode})"
+                )
+                hooks.append(
+                    webhook_phase(
+                        es,
+                        st,
+                        es_state,
+                        events=events,
+                        rate=rate,
+                        outage=mode,
+                        seconds=args.outage_seconds,
+                        rng=rng,
+                    )
+                )
+        shards = None
+        if not args.skip_shards:
+            c.say("phase 6: two concurrent shards (SHIPPER_SHARD=0/2 and 1/2)")
+            shards = shard_phase(es, st)
     finally:
         if not args.keep_es:
             c.stack_down(es_state, only="es", purge=True)
@@ -319,14 +582,65 @@ def main() -> None:
                 service["ok"],
             )
         )
+    if shards is not None:
+        v = shards["verify"]
+        rows.append(
+            _verify_row(
+                f"2 concurrent shards, points written {shards['rounds'][0]['points_written']} "
+                f"then {shards['rounds'][1]['points_written']}",
+                v,
+                shards["ok"],
+            )
+        )
+    for h in hooks:
+        v = h["verify"]
+        label = f"webhook at {h['offered_events_per_s']:.0f} ev/s"
+        if h["outage"] != "none":
+            label += f", {h['outage_seconds']:.0f}s outage ({h['outage']})"
+        label += f", {h['duplicate_copies']} batches twice, reordered"
+        rows.append(_verify_row(label, v, h["ok"]))
     print(
         c.table(
             rows,
             ["fault", "expected", "stored", "lost", "duplicated", "other ids", "dead letters", "verdict"],
         )
     )
+    if hooks:
+        print()
+        print(
+            c.table(
+                [
+                    [
+                        h["outage"],
+                        h["offered_events_per_s"],
+                        h["held_events_per_s"],
+                        h["answers"],
+                        h["ack_p99_ms_before"],
+                        h["ack_p99_ms_after"],
+                        h["max_first_offer_to_ack_s"],
+                        h["backlog_cleared_s_after_outage"],
+                        f"{h['healthz_during_outage']['answered_200']}/{h['healthz_during_outage']['probes']}",
+                        h["verify"]["run_statuses"],
+                    ]
+                    for h in hooks
+                ],
+                [
+                    "outage",
+                    "offered ev/s",
+                    "acked ev/s",
+                    "answers",
+                    "p99 ms before",
+                    "p99 ms after",
+                    "longest wait s",
+                    "backlog cleared s",
+                    "/healthz 200 in outage",
+                    "run statuses",
+                ],
+            )
+        )
     all_ok = kills["ok"] and kills["kills"] >= args.kills and all(o["ok"] for o in outages) and dup["ok"]
     all_ok = all_ok and (service is None or service["ok"])
+    all_ok = all_ok and (shards is None or shards["ok"]) and all(h["ok"] for h in hooks)
     print(f"\n0 lost, 0 duplicated under all faults: {c.verdict(all_ok)}")
     c.save(
         "faults",
@@ -338,6 +652,8 @@ def main() -> None:
             "outages": outages,
             "duplicates": dup,
             "service": service,
+            "webhook": hooks,
+            "shards": shards,
             "ok": all_ok,
         },
         args,

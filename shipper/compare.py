@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shipper.core.names import MODELS_INDEX
+from shipper.core.versions import version_number
 
 PAGE_SIZE = 1000
 SOURCE_FIELDS = [
@@ -78,9 +79,8 @@ def _get(source: dict[str, Any], dotted: str) -> Any:
 
 def version_key(version: str) -> tuple[int, int, str]:
     """Registries use strings: "2" before "10"; non-numeric versions after the numeric ones."""
-    if version.isdigit():
-        return (0, int(version), version)
-    return (1, 0, version)
+    number = version_number(version)
+    return (0, number, version) if number is not None else (1, 0, version)
 
 
 def _metric_value(value: Any) -> float | str | None:

@@ -23,5 +23,5 @@ def version_tuple(version: str) -> tuple[int, ...]:
     """`9.5.4` -> (9, 5, 4); a suffix such as `-SNAPSHOT` is ignored; non-numbers count as 0."""
     parts = []
     for part in version.split("-", 1)[0].split("."):
-        parts.append(int(part) if part.isdigit() else 0)
+        parts.append(int(part) if part.isascii() and part.isdigit() else 0)
     return tuple(parts)

@@ -497,9 +497,10 @@ class SyncEngine:
         # last one changes nothing else in the run document.
         marks = {key: (p.timestamp, p.step) for key, p in run.latest_metrics.items()}
         run_fp = fingerprint({"run": entity.doc, "latest": marks})
-        link_fp = fingerprint(link.fields())
         if run.dataset_inputs or run.model_inputs:  # what the run's points carry besides the link
             link_fp = fingerprint({"link": link.fields(), "inputs": run_inputs(run, points=True)})
+        else:
+            link_fp = fingerprint(link.fields())
         if checkpoint is not None and checkpoint.fingerprint == run_fp and run.latest_exact:
             summary.runs_unchanged += 1
             return None

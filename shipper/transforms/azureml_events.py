@@ -48,6 +48,7 @@ from shipper.core.events import (
     parse_time,
 )
 from shipper.core.names import RUNS_INDEX, events_index
+from shipper.core.versions import version_number
 
 OWNER = "azureml"
 MAX_ID_BYTES = 512
@@ -195,10 +196,6 @@ def _one_or_many(values: list[str]) -> str | list[str] | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
-
-
-def version_number(version: str | None) -> int | None:
-    return int(version) if version and version.isdigit() and len(version) < 19 else None
 
 
 def model_refs(model_ids: Any) -> list[tuple[str, str | None]]:

@@ -17,9 +17,11 @@ from typing import Any
 
 from shipper.core.entities import EntityWrite
 from shipper.core.names import MODELS_INDEX, RUNS_INDEX, metrics_index
+from shipper.core.versions import version_number
 from shipper.sources.records import Experiment, LoggedModel, MetricPoint, ModelVersion, Run
 
 MAX_ID_BYTES = 512
+_INT64_MAX = 2**63 - 1  # the largest value of an Elasticsearch long
 
 
 def iso(ms: int | None) -> str | None:
@@ -50,10 +52,6 @@ def nonfinite_label(value: float) -> str | None:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return None
-
-
-def version_number(version: str) -> int | None:
-    return int(version) if version.isdigit() and len(version) < 19 else None
 
 
 def _hash_id(*parts: str) -> str:
@@ -232,7 +230,9 @@ def run_document(run: Run, experiment: Experiment, link: ModelLink) -> dict[str,
     event: dict[str, Any] = {"kind": "state"}
     if run.start_time is not None and run.end_time is not None:
         run_fields["duration_ms"] = run.end_time - run.start_time
-        event["duration"] = (run.end_time - run.start_time) * 1_000_000
+        nanoseconds = (run.end_time - run.start_time) * 1_000_000
+        if abs(nanoseconds) <= _INT64_MAX:  # a long in ECS; beyond ~292 years only duration_ms says it
+            event["duration"] = nanoseconds
     mlflow: dict[str, Any] = {
         "experiment": {"id": experiment.id, "name": experiment.name},
         "run": run_fields,

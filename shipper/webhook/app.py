@@ -209,7 +209,12 @@ def create_app(
     async def _bounded(request: Request, held: Held) -> Response:
         content_type = request.headers.get("content-type")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > max_body_bytes
+        ):
             body = await _read(request, 64 * 1024, held)
             return _tagged(
                 await run_in_threadpool(

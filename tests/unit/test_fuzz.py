@@ -51,8 +51,9 @@ keys = st.text(min_size=1, max_size=250)
 floats = st.floats(allow_nan=True, allow_infinity=True)
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 times_ms = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
-# Run start and end: a run's event.duration is in nanoseconds (ECS), an int64, which holds 292 years.
-run_times = st.integers(min_value=0, max_value=7_258_118_400_000)  # 1970 to 2200
+# Run start and end anywhere in years 1-9999: event.duration (nanoseconds, an int64, 292 years) is
+# left out when it cannot hold the span, and duration_ms keeps it.
+run_times = times_ms
 INDEX = re.compile(r"^mlops-metrics-\d{4}\.\d{2}$")
 
 
@@ -130,6 +131,11 @@ def test_any_run_becomes_a_document_that_keeps_every_param_and_tag(
     assert mlflow["params"] == run.params
     assert mlflow["tags"] == run.tags
     assert mlflow["run"]["id"] == run.id
+    if run.start_time is not None and run.end_time is not None:
+        span = run.end_time - run.start_time
+        assert mlflow["run"]["duration_ms"] == span
+        fits = abs(span * 1_000_000) < 2**63
+        assert doc["event"].get("duration") == (span * 1_000_000 if fits else None)
 
 
 @FUZZ
@@ -137,10 +143,11 @@ def test_any_run_becomes_a_document_that_keeps_every_param_and_tag(
 def test_any_model_version_becomes_a_document(
     mv: ModelVersion, run: Run | None, experiment: Experiment | None
 ) -> None:
-    # The engine passes a source run only for a version that names one.
-    write = model_version_write(mv, run if mv.run_id else None, experiment, 1)
-    orjson.dumps(write.doc, option=orjson.OPT_NON_STR_KEYS)
+    write = model_version_write(mv, run, experiment, 1)
+    doc = orjson.loads(orjson.dumps(write.doc, option=orjson.OPT_NON_STR_KEYS))
     assert write.id
+    if run is not None:  # the version's own run id wins; else the run it was given
+        assert doc["mlflow"]["run"]["id"] == (mv.run_id or run.id)
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)

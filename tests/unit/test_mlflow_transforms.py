@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shipper.core.versions import version_number
 from shipper.sources.records import Experiment, MetricPoint, ModelVersion, Run
 from shipper.transforms.mlflow_docs import (
     metric_point_action,
@@ -18,7 +19,6 @@ from shipper.transforms.mlflow_docs import (
     model_version_write,
     nonfinite_label,
     run_write,
-    version_number,
 )
 from tests.support import golden
 
@@ -92,7 +92,19 @@ def test_ids_are_deterministic_and_distinguish_natural_keys() -> None:
     assert metric_point_id("r", p) != metric_point_id("r2", p)
 
 
-@pytest.mark.parametrize(("version", "number"), [("1", 1), ("10", 10), ("v2", None), ("", None)])
+@pytest.mark.parametrize(
+    ("version", "number"),
+    [
+        ("1", 1),
+        ("10", 10),
+        ("v2", None),
+        ("", None),
+        ("\u00b2", None),  # isdigit() is True for "²", int() refuses it
+        ("1\u0661", None),  # an Arabic-Indic digit: int() would read it, the registry never writes it
+        ("9" * 18, 10**18 - 1),
+        ("9" * 19, None),  # more than a long holds
+    ],
+)
 def test_version_number(version: str, number: int | None) -> None:
     assert version_number(version) == number
 
