@@ -292,8 +292,18 @@ def setup(st: Stack) -> None:
 
 
 def count_metrics(es: Any) -> int:
-    es.indices.refresh(index="mlops-metrics-*", allow_no_indices=True, ignore_unavailable=True)
-    return int(es.count(index="mlops-metrics-*", allow_no_indices=True, ignore_unavailable=True)["count"])
+    from elasticsearch import ApiError
+
+    for _ in range(100):
+        try:
+            es.indices.refresh(index="mlops-metrics-*", allow_no_indices=True, ignore_unavailable=True)
+            answer = es.count(index="mlops-metrics-*", allow_no_indices=True, ignore_unavailable=True)
+            return int(answer["count"])
+        except ApiError as exc:  # 503 while a partition the shipper just created has no active shard yet
+            if exc.meta.status != 503:
+                raise
+            time.sleep(0.1)
+    raise SystemExit("Elasticsearch answered 503 to every count for 10 s")
 
 
 # -- generated experiments -----------------------------------------------------------------------
