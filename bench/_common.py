@@ -587,6 +587,8 @@ class ChildResult:
 class Child:
     """`shipper <args>` (through _shipper_child.py, which adds a report) as a subprocess."""
 
+    started_children: list[Child] = []  # every one, so kill_children() finds them
+
     def __init__(
         self,
         args: Sequence[str],
@@ -607,6 +609,7 @@ class Child:
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, env=env, stdout=self._stdout, stderr=self._stderr, cwd=REPO)
+        Child.started_children.append(self)
         self.peak_rss = 0.0
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
@@ -678,6 +681,15 @@ class Child:
             killed=killed,
             rss_samples=self.samples,
         )
+
+
+def kill_children() -> None:
+    """SIGKILL every shipper child still running: a benchmark that stops early must not leave a
+    pass writing into the next run's Elasticsearch (it would create indices without templates)."""
+    for child in Child.started_children:
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()
 
 
 def _state(pid: int) -> str:

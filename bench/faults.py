@@ -544,6 +544,7 @@ def main() -> None:
             c.say("phase 6: two concurrent shards (SHIPPER_SHARD=0/2 and 1/2)")
             shards = shard_phase(es, st)
     finally:
+        c.kill_children()
         if not args.keep_es:
             c.stack_down(es_state, only="es", purge=True)
 
