@@ -73,6 +73,8 @@ from shipper.webhook.notify import Notification, Notifier, model_notification, r
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_ORIGINAL_BYTES = 1024 * 1024
+# How long past the write budget a delivery may wait for its writes before it is answered 503.
+ANSWER_GRACE_SECONDS = 1.0
 
 
 @dataclass
@@ -111,7 +113,8 @@ class WebhookService:
         self.clock = clock
         self.max_age = timedelta(days=max_age_days)
         self.max_future = timedelta(days=max_future_days)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="events-bulk")
+        # Two writes per delivery (events, runs); writes hung on a frozen cluster hold their thread.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="events-bulk")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -198,26 +201,31 @@ class WebhookService:
             for bad in invalid
         ]
         actions += letters
+        # The event documents and the run documents are independent: written side by side, so the
+        # answer waits for the slower of the two, not for both in turn. It never waits much past
+        # the budget: on a cluster that takes requests and never answers, a retry begun late in the
+        # budget (or a write queued behind hung ones) would hold the answer past Event Grid's 30 s.
+        # A write still running then ends in the background; the redelivery rewrites the same ids.
+        deadline = time.monotonic() + self.write_budget
+        tasks: list[concurrent.futures.Future[Any]] = [
+            self._pool.submit(self.writer.write, actions, max_retry_seconds=self.write_budget)
+        ]
+        if runs:
+            tasks.append(self._pool.submit(self._write_runs, [run for _, run, _ in runs], deadline))
+        _, late = concurrent.futures.wait(tasks, timeout=self.write_budget + ANSWER_GRACE_SECONDS)
         try:
-            # The event documents and the run documents are independent: written side by side,
-            # so the answer waits for the slower of the two, not for both in turn.
-            deadline = time.monotonic() + self.write_budget
-            pending = self._pool.submit(self.writer.write, actions, max_retry_seconds=self.write_budget)
-            try:
-                carried = self._carried(r.run_id for _, r, _ in runs)
-                writes = [self._run_write(run, carried.get(run.run_id)) for _, run, _ in runs]
-                if writes:
-                    left = max(0.5, deadline - time.monotonic())
-                    upsert_entities(self.client, self.writer, writes, max_retry_seconds=left)
-            finally:
-                pending.result()
-        except (WriteError, TransportError, ApiError) as exc:
+            if late:
+                raise WriteError(
+                    f"Elasticsearch did not take the batch within the write budget ({self.write_budget:g} s, "
+                    "SHIPPER_WEBHOOK_WRITE_BUDGET_SECONDS)"
+                )
+            for task in tasks:
+                task.result()
+        except (ShipperError, TransportError, ApiError) as exc:
             for event in events:
                 metrics.EVENTS.labels(
                     event_type=metrics.type_label(event.short_type), outcome="unavailable"
                 ).inc()
-            return self.unavailable(_reason(exc))
-        except ShipperError as exc:
             return self.unavailable(_reason(exc))
         for event in events:
             metrics.EVENTS.labels(event_type=metrics.type_label(event.short_type), outcome="written").inc()
@@ -271,6 +279,12 @@ class WebhookService:
             )
         )
         return True
+
+    def _write_runs(self, runs: list[RunEvent], deadline: float) -> None:
+        carried = self._carried(r.run_id for r in runs)
+        writes = [self._run_write(run, carried.get(run.run_id)) for run in runs]
+        left = max(0.5, deadline - time.monotonic())
+        upsert_entities(self.client, self.writer, writes, max_retry_seconds=left)
 
     def _carried(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The job details already on each run document: a new event's view keeps them until its

@@ -544,6 +544,62 @@ def test_elasticsearch_down_is_503_then_everything_is_written_once(
     assert doc is not None and doc["azureml"]["run"]["status"] == "Running"
 
 
+class SilentElasticsearch:
+    """A port that takes connections and requests and never answers: a frozen cluster (a node in
+    a long GC pause, or SIGSTOPped), the nearest real thing to it that a test can hold still."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_cluster_that_never_answers_is_503_within_the_budget_not_a_hang(
+    es: Elasticsearch, hook: Hook, settings: Settings
+) -> None:
+    # The client's own request timeout is far longer than the test's (60 s): only the service's
+    # bound on the answer (the write budget, 2 s here) can produce an answer at all.
+    silent = SilentElasticsearch()
+    frozen = Elasticsearch(silent.url, request_timeout=600, max_retries=0)
+    real_client, real_writer = hook.webhook.service.client, hook.webhook.service.writer
+    hook.webhook.service.use_elasticsearch(frozen, BulkWriter(frozen, max_retry_seconds=2.0))
+    run_id = unique("frozen-run")
+    batch = [status_event(run_id, "Running", NOW)]
+    try:
+        reply = hook.post(batch)
+        assert reply.status == 503
+        assert reply.headers["retry-after"] == "7"
+        assert (
+            "within the write budget (2 s, SHIPPER_WEBHOOK_WRITE_BUDGET_SECONDS)" in reply.json()["message"]
+        )
+        assert silent.held  # the writes did reach the frozen cluster, and are still waiting on it
+        assert call("GET", f"{hook.url}/healthz").status == 200
+    finally:
+        silent.close()  # the hung writes fail now, in the background
+        hook.webhook.service.use_elasticsearch(real_client, real_writer)
+    # The redelivery is written once, whatever the writes left behind did.
+    assert hook.post(batch).status == 200
+    assert count_events(es, [e["id"] for e in batch]) == 1
+    doc = run_doc(es, run_id)
+    assert doc is not None and doc["azureml"]["run"]["status"] == "Running"
+
+
 def test_readiness_follows_elasticsearch(es: Elasticsearch, settings: Settings, installed: None) -> None:
     down = settings.model_copy(update={"elasticsearch_url": "http://127.0.0.1:9"})
     webhook = build_webhook(down, sync_on_terminal=False, enrich=False)
