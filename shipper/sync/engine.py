@@ -76,6 +76,10 @@ log = logging.getLogger(__name__)
 # window is read while the one before it is shipped.
 WINDOW_RUNS = BULK_MAX_RUNS
 WINDOW_POINTS = 50_000
+# The first window is small and each next one twice the last, up to WINDOW_POINTS: writing can
+# only start once a window is read, so a pass whose runs fit in one full window would read
+# everything before writing anything.
+FIRST_WINDOW_POINTS = 5_000
 # Points of one bulk history request (judged the same way).
 BULK_POINTS = 25_000
 
@@ -431,6 +435,7 @@ class SyncEngine:
         runs: dict[str, Run] = {}
         reads = _HistoryReads(self.source, self.settings.mlflow_reads_in_flight)
         window: list[_Plan] = []
+        window_points, window_limit = 0, FIRST_WINDOW_POINTS
         read_ahead: deque[_Window] = deque()
         try:
             for run in self.source.runs([e.id for e in selected], self.settings.mlflow_since):
@@ -446,10 +451,12 @@ class SyncEngine:
                 )
                 if plan is not None:
                     window.append(plan)
-                    if len(window) >= WINDOW_RUNS or sum(p.points for p in window) >= WINDOW_POINTS:
+                    window_points += plan.points
+                    if len(window) >= WINDOW_RUNS or window_points >= window_limit:
                         # The histories of the next window are read while this one is shipped.
                         read_ahead.append(reads.submit(window))
-                        window = []
+                        window, window_points = [], 0
+                        window_limit = min(window_limit * 2, WINDOW_POINTS)
                         while len(read_ahead) > 1:
                             self._ship(read_ahead.popleft(), batch)
                 if self.progress is not None:
