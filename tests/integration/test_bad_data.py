@@ -137,11 +137,13 @@ def test_a_429_storm_is_waited_out_and_every_point_lands_once(
 def test_flood_stage_block_fails_the_pass_without_checkpointing_then_ships_everything_once(
     client: Any, experiment: tuple[str, str], es: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_id = log_points(client, experiment[1], keys=1, steps=10)
+    start = int(time.time() * 1000) - 3_600_000
+    run_id = log_points(client, experiment[1], keys=1, steps=10, start_ms=start)
     assert sync_json()["points_written"] == 10
-    now = int(time.time() * 1000)
+    # Seconds after the first points, so in their monthly index, the one blocked below (points
+    # stamped "now" land in a new month's index, unblocked, when an hour ago was last month).
     for step in range(10, 15):
-        client.log_metric(run_id, "m0", float(step), timestamp=now + step, step=step)
+        client.log_metric(run_id, "m0", float(step), timestamp=start + step * 1000, step=step)
     # What Elasticsearch does by itself when a node's disk passes the flood-stage watermark.
     block = {"index.blocks.read_only_allow_delete": True}
     es.indices.put_settings(index="mlops-metrics-*", settings=block)
