@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -485,6 +485,24 @@ def use_runtime_install(venv: Path) -> str:
         say(f"note: {venv} has the full mlflow package, not only mlflow-skinny")
     RUNTIME_PYTHON = str(python)
     return RUNTIME_PYTHON
+
+
+def wait_ready(port: int, alive: Callable[[], bool], seconds: float) -> bool:
+    """Whether `shipper serve` on `port` answers GET /readyz with 200 within `seconds` (False as soon
+    as `alive()` says the process is gone)."""
+    import http.client
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and alive():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def free_port() -> int:

@@ -120,8 +120,21 @@ def kill_phase(
     return {"kills": made, "rounds": rounds, "ok": all(r["verify"]["ok"] for r in rounds)}
 
 
-def _group(state: Path) -> int:
-    return int((state / "es.pid").read_text().strip())
+def take_away(es_state: Path, st: c.Stack, mode: str, seconds: float) -> None:
+    """Elasticsearch unavailable for `seconds`: `sigstop` freezes its process group (connections
+    hang), `restart` stops it and starts it again on the same port (connections refused)."""
+    began = time.monotonic()
+    if mode == "sigstop":
+        pgid = int((es_state / "es.pid").read_text().strip())
+        os.killpg(pgid, signal.SIGSTOP)
+        time.sleep(seconds)
+        os.killpg(pgid, signal.SIGCONT)
+        return
+    c.stack_down(es_state, only="es")
+    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    url = c.stack_up(es_state, only="es")["ES_URL"]
+    if url != st.es_url:
+        raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
 
 
 def outage_phase(
@@ -135,19 +148,9 @@ def outage_phase(
     if not child.alive():
         raise SystemExit("the backfill finished before the outage could start; use a bigger --steps")
     at = c.count_metrics(es)
-    pgid = _group(es_state)
     c.say(f"  outage ({mode}) for {seconds:.0f}s with {at:,} points stored")
     began = time.monotonic()
-    if mode == "sigstop":
-        os.killpg(pgid, signal.SIGSTOP)
-        time.sleep(seconds)
-        os.killpg(pgid, signal.SIGCONT)
-    else:
-        c.stack_down(es_state, only="es")
-        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
-        url = c.stack_up(es_state, only="es")["ES_URL"]
-        if url != st.es_url:
-            raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
+    take_away(es_state, st, mode, seconds)
     down_for = time.monotonic() - began
     c.say(f"  Elasticsearch back after {down_for:.0f}s; waiting for the same pass to finish")
     result = child.wait()
@@ -249,21 +252,11 @@ def service_phase(es: Any, st: c.Stack, seconds: float, es_state: Path) -> dict[
 
 
 def _serve(env: dict[str, str], port: int) -> c.Child:
-    import http.client
-
     child = c.Child(["serve", "--host", "127.0.0.1", "--port", str(port)], env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and child.alive():
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return child
-        except OSError:
-            pass
-        time.sleep(0.2)
-    child.kill()
-    raise SystemExit(f"shipper serve did not become ready: {child.wait(killed=True).stderr_tail}")
+    if not c.wait_ready(port, child.alive, 60):
+        child.kill()
+        raise SystemExit(f"shipper serve did not become ready: {child.wait(killed=True).stderr_tail}")
+    return child
 
 
 def verify_events(
@@ -355,29 +348,19 @@ def webhook_phase(
     prober = d.Prober(port)
     window: dict[str, float] = {}
 
-    def take_away() -> None:
+    def saboteur() -> None:
         time.sleep(min(15.0, len(bodies) * 100 / rate / 4))  # after a quarter of the load, at most 15 s
         window["start"] = time.monotonic() - began
-        pgid = _group(es_state)
-        if outage == "sigstop":
-            os.killpg(pgid, signal.SIGSTOP)
-            time.sleep(seconds)
-            os.killpg(pgid, signal.SIGCONT)
-        else:
-            c.stack_down(es_state, only="es")
-            time.sleep(max(0.0, seconds - (time.monotonic() - began - window["start"])))
-            url = c.stack_up(es_state, only="es")["ES_URL"]
-            if url != st.es_url:
-                raise SystemExit(f"Elasticsearch came back at {url}, not {st.es_url}")
+        take_away(es_state, st, outage or "restart", seconds)
         window["end"] = time.monotonic() - began
 
     began = time.monotonic()
-    saboteur = threading.Thread(target=take_away, daemon=True) if outage else None
-    if saboteur:
-        saboteur.start()
+    thread = threading.Thread(target=saboteur, daemon=True) if outage else None
+    if thread:
+        thread.start()
     outcome = d.deliver(port, secret, bodies, batches_per_second=rate / 100, duplicate_share=0.1, rng=rng)
-    if saboteur:
-        saboteur.join()
+    if thread:
+        thread.join()
     probes = prober.stop()
     alive = server.alive()
     server.proc.send_signal(signal.SIGTERM)

@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import wait_ready
+
 REPO = Path(__file__).resolve().parent.parent
 WS = (
     "/subscriptions/9f2c4e1a-7b3d-4c55-8e0f-2a6b1d3c4e5f/resourceGroups/bench/providers/"
@@ -120,18 +122,10 @@ def start_server(port: int, es: str, secret: str) -> subprocess.Popen[bytes]:
     env.pop("MLFLOW_TRACKING_URI", None)
     shipper = [sys.executable, "-m", "shipper"]
     proc = subprocess.Popen([*shipper, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"shipper serve exited with {proc.returncode}")
-        time.sleep(0.2)
+    if wait_ready(port, lambda: proc.poll() is None, 30):
+        return proc
+    if proc.poll() is not None:
+        raise SystemExit(f"shipper serve exited with {proc.returncode}")
     proc.kill()
     raise SystemExit("shipper serve did not become ready within 30 s")
 
