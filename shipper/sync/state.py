@@ -114,22 +114,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def run_state_action(checkpoint: RunCheckpoint) -> dict[str, Any]:
+def _state_write(doc_id: str, kind: str, state: Any) -> dict[str, Any]:
+    """A bulk action storing one state record (a dataclass) under its id."""
     return {
         "_op_type": "index",
         "_index": STATE_INDEX,
-        "_id": f"run:{checkpoint.run_id}",
-        "_source": {"kind": "run", "updated_at": _now(), "state": asdict(checkpoint)},
+        "_id": doc_id,
+        "_source": {"kind": kind, "updated_at": _now(), "state": asdict(state)},
     }
+
+
+def run_state_action(checkpoint: RunCheckpoint) -> dict[str, Any]:
+    return _state_write(f"run:{checkpoint.run_id}", "run", checkpoint)
 
 
 def progress_action(progress: RunProgress) -> dict[str, Any]:
-    return {
-        "_op_type": "index",
-        "_index": STATE_INDEX,
-        "_id": f"progress:{progress.run_id}",
-        "_source": {"kind": "progress", "updated_at": _now(), "state": asdict(progress)},
-    }
+    return _state_write(f"progress:{progress.run_id}", "progress", progress)
 
 
 def progress_delete_action(run_id: str) -> dict[str, Any]:
@@ -137,12 +137,7 @@ def progress_delete_action(run_id: str) -> dict[str, Any]:
 
 
 def models_state_action(checkpoint: ModelsCheckpoint, shard: Shard | None = None) -> dict[str, Any]:
-    return {
-        "_op_type": "index",
-        "_index": STATE_INDEX,
-        "_id": models_state_id(shard),
-        "_source": {"kind": "models", "updated_at": _now(), "state": asdict(checkpoint)},
-    }
+    return _state_write(models_state_id(shard), "models", checkpoint)
 
 
 def load_run_checkpoints(client: Elasticsearch) -> dict[str, RunCheckpoint]:
