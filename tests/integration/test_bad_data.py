@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -145,12 +146,25 @@ def test_flood_stage_block_fails_the_pass_without_checkpointing_then_ships_every
     for step in range(10, 15):
         client.log_metric(run_id, "m0", float(step), timestamp=start + step * 1000, step=step)
     # What Elasticsearch does by itself when a node's disk passes the flood-stage watermark.
+    # Elasticsearch also lifts that block by itself once its disk monitor (every 30 s) finds the
+    # disk below the high watermark, as this test machine's always is: a lift during the pass's
+    # retries let it succeed. So the block is put back every 0.1 s while the pass runs.
     block = {"index.blocks.read_only_allow_delete": True}
     es.indices.put_settings(index="mlops-metrics-*", settings=block)
+    lifted = threading.Event()
+
+    def keep_blocked() -> None:
+        while not lifted.wait(0.1):
+            es.indices.put_settings(index="mlops-metrics-*", settings=block)
+
+    keeper = threading.Thread(target=keep_blocked, daemon=True)
+    keeper.start()
     try:
         monkeypatch.setenv("SHIPPER_BULK_MAX_RETRY_SECONDS", "2")
         result = invoke("sync")
     finally:
+        lifted.set()
+        keeper.join()
         es.indices.put_settings(
             index="mlops-metrics-*", settings={"index.blocks.read_only_allow_delete": None}
         )
